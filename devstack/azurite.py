@@ -1,0 +1,96 @@
+"""Azurite, Microsoft's storage emulator (npm package `azurite`, pinned in devstack/package.json)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEVSTACK_DIR = Path(__file__).resolve().parent
+AZURITE_BLOB = DEVSTACK_DIR / "node_modules" / ".bin" / "azurite-blob"
+
+# Azurite's fixed development account (documented by Microsoft; not a secret).
+ACCOUNT_NAME = "devstoreaccount1"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def connection_string(host: str, port: int) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=http://{host}:{port}/{ACCOUNT_NAME};"
+    )
+
+
+def azurite_command(*, host: str, port: int, location: str | None) -> list[str]:
+    """The blob service only; in memory when `location` is None, else persisted there."""
+    if not AZURITE_BLOB.exists():
+        raise FileNotFoundError(f"{AZURITE_BLOB} is missing: run `make setup` (npm ci in devstack/).")
+    command = [
+        str(AZURITE_BLOB),
+        "--blobHost",
+        host,
+        "--blobPort",
+        str(port),
+        "--skipApiVersionCheck",  # the Python SDK may be newer than this Azurite
+        "--loose",
+        "--disableProductStyleUrl",
+        "--disableTelemetry",
+    ]
+    if location is None:
+        command.append("--inMemoryPersistence")
+    else:
+        command += ["--location", location]
+    return command
+
+
+def wait_for_port(host: str, port: int, *, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process for {host}:{port} exited with status {process.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s") from None
+            time.sleep(0.05)  # polling a port with a deadline
+
+
+@dataclass
+class AzuriteProcess:
+    """A running Azurite blob service (tests start one in memory on a free port)."""
+
+    process: subprocess.Popen
+    host: str
+    port: int
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self.host, self.port)
+
+    @classmethod
+    def start(
+        cls, *, host: str = "127.0.0.1", port: int, location: str | None = None, log_path: str | None = None
+    ) -> AzuriteProcess:
+        log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+        process = subprocess.Popen(
+            azurite_command(host=host, port=port, location=location),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "AZURITE_ACCOUNTS": ""},
+        )
+        wait_for_port(host, port, timeout=60, process=process)
+        return cls(process, host, port)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)

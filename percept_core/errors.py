@@ -1,0 +1,77 @@
+"""The errors percept_core raises: one base class, each error saying what happened and what to do."""
+
+from __future__ import annotations
+
+
+class CuratorError(Exception):
+    """Base of every error percept_core raises on purpose.
+
+    `reason` is a short label for a badge or a table column; `hint` says what the user can do next.
+    Messages never contain keys, secrets, tokens or decrypted bytes.
+    """
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class ConfigError(CuratorError):
+    """A setting is missing or malformed."""
+
+    reason = "configuration"
+
+
+class ServiceError(CuratorError):
+    """A service (MM server, storage, Custom Vision) answered with an error or could not be reached."""
+
+    reason = "service error"
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class AuthenticationError(ServiceError):
+    """A service refused our credentials."""
+
+    reason = "not authorised"
+
+
+class BlobError(CuratorError):
+    """A retraining blob cannot be turned into an image; `blob_name` names it."""
+
+    reason = "cannot decrypt"
+
+    def __init__(self, message: str, *, blob_name: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.blob_name = blob_name
+
+
+class IntegrityError(BlobError):
+    """The HMAC does not match: a wrong key, a tampered or a truncated file. Nothing was decrypted."""
+
+    reason = "tampered"
+
+
+class MissingMetadataError(BlobError):
+    """The blob lacks the model_name/model_version metadata that names its key."""
+
+    reason = "missing metadata"
+
+
+class UnknownModelVersionError(BlobError):
+    """The MM server has no key for the blob's model version."""
+
+    reason = "unknown model version"
+
+
+class NotAnImageError(BlobError):
+    """The decrypted bytes are not an image Custom Vision accepts (or not an image at all)."""
+
+    reason = "not an image"

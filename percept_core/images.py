@@ -1,0 +1,177 @@
+"""Decoding, validation against Custom Vision's limits, fitting, thumbnails and hashes. No network."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import NotAnImageError
+
+# Custom Vision's training-image limits (Limits and quotas page, and the Training API spec).
+MAX_UPLOAD_BYTES = 6 * 1024 * 1024
+MAX_SIDE = 10_240
+MAX_ASPECT_RATIO = 25.0
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF"})
+# Beyond this many pixels we refuse to decode at all: Pillow's own bomb check sits at ~179 M.
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
+
+THUMBNAIL_SIZE = (320, 320)
+
+
+class ImageLimitError(NotAnImageError):
+    """An image that Custom Vision refuses and that cannot be fitted without changing what it shows."""
+
+    reason = "exceeds Custom Vision limits"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+    size: int
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Bytes ready for Custom Vision, the plaintext's sha256, and how they were fitted (if at all)."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+    sha256: str
+    fitted: str | None = None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _open(data: bytes, what: str) -> Image.Image:
+    if not data:
+        raise NotAnImageError(f"{what} is empty (0 bytes), not an image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise NotAnImageError(
+            f"{what} declares an enormous size (a decompression bomb?); it was not decoded."
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise NotAnImageError(
+            f"{what} is not an image ({len(data):,} bytes that no image decoder recognises).",
+            hint="The device uploaded something other than a camera frame; reject it.",
+        ) from None
+    if image.width * image.height > MAX_PIXELS:
+        raise NotAnImageError(f"{what} is {image.width}x{image.height} pixels, too large to decode safely.")
+    return image
+
+
+def inspect_image(data: bytes, *, what: str = "The decrypted data") -> ImageInfo:
+    """Format and size from the header, after checking the whole image decodes."""
+    image = _open(data, what)
+    info = ImageInfo(image.format or "unknown", image.width, image.height, len(data))
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError):
+        raise NotAnImageError(f"{what} is a damaged {info.format} image that does not decode.") from None
+    return info
+
+
+def check_limits(info: ImageInfo) -> list[str]:
+    """Which of Custom Vision's limits the image breaks (empty when it may be uploaded as it is)."""
+    broken = []
+    if info.format not in ACCEPTED_FORMATS:
+        broken.append(f"format {info.format} (Custom Vision takes JPEG, PNG, BMP, GIF)")
+    if info.size > MAX_UPLOAD_BYTES:
+        broken.append(f"{info.size / 1_048_576:.1f} MB over the 6 MB limit")
+    if max(info.width, info.height) > MAX_SIDE:
+        broken.append(f"{info.width}x{info.height} px over the {MAX_SIDE:,} px limit")
+    if _aspect(info.width, info.height) > MAX_ASPECT_RATIO:
+        broken.append(f"aspect ratio {_aspect(info.width, info.height):.0f}:1 over 25:1")
+    return broken
+
+
+def _aspect(width: int, height: int) -> float:
+    return max(width, height) / max(1, min(width, height))
+
+
+def prepare_for_upload(data: bytes, *, what: str = "The decrypted data") -> PreparedImage:
+    """Validate; re-encode or downscale an image that is too big or of another format, deterministically."""
+    digest = sha256_hex(data)
+    image = _open(data, what)
+    info = ImageInfo(image.format or "unknown", image.width, image.height, len(data))
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError):
+        raise NotAnImageError(f"{what} is a damaged {info.format} image that does not decode.") from None
+    if _aspect(info.width, info.height) > MAX_ASPECT_RATIO:
+        raise ImageLimitError(
+            f"{what} is {info.width}x{info.height} px: its aspect ratio is over Custom Vision's 25:1.",
+            hint="Such an image cannot be uploaded without cropping; reject it.",
+        )
+    broken = check_limits(info)
+    if not broken:
+        return PreparedImage(data, info.format, info.width, info.height, digest)
+    fitted = _fit(image)
+    return PreparedImage(fitted.data, "JPEG", fitted.width, fitted.height, digest, fitted="; ".join(broken))
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    data: bytes
+    width: int
+    height: int
+
+
+def _fit(image: Image.Image) -> _Fitted:
+    rgb = image.convert("RGB")
+    scale = min(1.0, MAX_SIDE / max(rgb.width, rgb.height))
+    quality = 92
+    while True:
+        size = (max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale)))
+        candidate = rgb if size == rgb.size else rgb.resize(size, Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        candidate.save(buffer, "JPEG", quality=quality, optimize=True)
+        if buffer.tell() <= MAX_UPLOAD_BYTES:
+            return _Fitted(buffer.getvalue(), *candidate.size)
+        if quality > 80:
+            quality -= 6
+        else:
+            scale *= 0.8
+
+
+def thumbnail(data: bytes, *, size: tuple[int, int] = THUMBNAIL_SIZE, what: str = "The decrypted data") -> bytes:
+    """A JPEG thumbnail that fits in `size`, oriented as the camera meant."""
+    image = _open(data, what)
+    try:
+        if image.format == "JPEG":
+            image.draft("RGB", (size[0] * 2, size[1] * 2))  # decode at a reduced scale: much faster
+        image = ImageOps.exif_transpose(image)
+        image.thumbnail(size, Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, "JPEG", quality=82)
+    except (OSError, ValueError, SyntaxError):
+        raise NotAnImageError(f"{what} is a damaged image that does not decode.") from None
+    return buffer.getvalue()
+
+
+def perceptual_hash(data: bytes) -> str:
+    """A 64-bit perceptual hash (hex) for finding near-duplicate frames of a burst."""
+    import imagehash
+
+    image = _open(data, "The image")
+    if image.format == "JPEG":
+        image.draft("L", (128, 128))
+    return str(imagehash.phash(image.convert("L")))
+
+
+def hash_distance(first: str, second: str) -> int:
+    """Hamming distance between two perceptual hashes from `perceptual_hash`."""
+    return bin(int(first, 16) ^ int(second, 16)).count("1")

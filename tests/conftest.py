@@ -1,0 +1,115 @@
+"""Session fixtures: the local stack (Azurite in memory, the MM and Custom Vision emulators) on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from devstack.azurite import AzuriteProcess
+from devstack.mm_server import MMEmulatorConfig
+from devstack.mm_server import create_app as create_mm_app
+from devstack.servers import ServerHandle, free_port, serve_in_thread
+from percept_core import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-soak", action="store_true", help="also run the long fault soaks")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-soak"):
+        return
+    soak = pytest.mark.skip(reason="soak: run with `make soak`")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(soak)
+
+
+@dataclass
+class LocalStack:
+    """The services of one test session and settings that point at them."""
+
+    azurite: AzuriteProcess
+    mm: ServerHandle
+    mm_config: MMEmulatorConfig
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def storage_connection_string(self) -> str:
+        return self.azurite.connection_string
+
+    @property
+    def mm_state(self):
+        return self.mm.server.config.app.state.mm
+
+    def settings(self, **overrides) -> Settings:
+        values = {
+            "mm_server_url": self.mm.url,
+            "mm_storage_account": "devstoreaccount1",
+            "mm_telemetry_storage_container": self.mm_config.container,
+            "mm_storage_connection_string": self.azurite.connection_string,
+            "mm_bootstrap_secret": self.mm_config.bootstrap_secret,
+            **self.extra,
+            **overrides,
+        }
+        return Settings.load(env_file=None, local_settings_file=None, secrets_files=(), environ={}, **values)
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[AzuriteProcess]:
+    process = AzuriteProcess.start(port=free_port())
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(azurite) -> Iterator[LocalStack]:
+    config = MMEmulatorConfig(
+        storage_connection_string=azurite.connection_string,
+        container="data",
+        bootstrap_secret=secrets.token_urlsafe(24),
+    )
+    mm = serve_in_thread(create_mm_app(config))
+    yield LocalStack(azurite, mm, config)
+    mm.stop()
+
+
+@pytest.fixture(scope="session")
+def demo(stack):
+    """The `data` container seeded by the demo devices: good frames, bursts and the five bad cases."""
+    from devstack.seed import seed
+
+    report = seed(stack.settings(), images=int(os.environ.get("TEST_DEMO_IMAGES", "36")), workers=2)
+    assert not report.skipped and report.frames and len(report.bad) == 5
+    return report
+
+
+@pytest.fixture
+def artifacts_dir(request) -> Path:
+    path = ARTIFACTS / request.node.name.replace("/", "_")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def clean_environment(monkeypatch, tmp_path):
+    """No setting leaks in from the machine: empty environment keys and an empty working folder."""
+    from percept_core.config import _SPECS
+
+    for spec in _SPECS.values():
+        monkeypatch.delenv(spec.key, raising=False)
+        monkeypatch.delenv(spec.key.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with contextlib.suppress(FileExistsError):
+        (tmp_path / "home").mkdir()
+    return tmp_path
