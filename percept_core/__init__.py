@@ -3,6 +3,7 @@
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient
 from .config import Settings
 from .curator import Curator
+from .customvision import CustomVisionClient, CustomVisionError, ProjectInfo, Region, TagInfo, TagNameError
 from .errors import (
     AuthenticationError,
     BlobError,
@@ -14,25 +15,39 @@ from .errors import (
     ServiceError,
     UnknownModelVersionError,
 )
+from .ledger import Ledger
 from .locker import KeyServiceClient, Locker, decrypt_bytes, derive_key, encrypt_bytes
+from .pipeline import CancelToken, DryRunReport, Outcome, Provenance, PushReport
 
 __all__ = [
     "AuthenticationError",
     "BlobError",
     "BlobFilter",
     "BlobPage",
+    "CancelToken",
     "ConfigError",
     "Curator",
     "CuratorError",
+    "CustomVisionClient",
+    "CustomVisionError",
+    "DryRunReport",
     "IntegrityError",
     "KeyServiceClient",
+    "Ledger",
     "Locker",
     "MissingMetadataError",
     "NotAnImageError",
+    "Outcome",
+    "ProjectInfo",
+    "Provenance",
+    "PushReport",
+    "Region",
     "RetrainingBlob",
     "RetrainingDataClient",
     "ServiceError",
     "Settings",
+    "TagInfo",
+    "TagNameError",
     "UnknownModelVersionError",
     "decrypt_bytes",
     "derive_key",

@@ -62,6 +62,9 @@ _SPECS: dict[str, _Spec] = {
     "mm_key_vault_url": _Spec(
         "mm_key_vault_url", help="Key Vault URL instead of https://<bootstrap kv>.vault.azure.net (sovereign clouds)"
     ),
+    "custom_vision_tier": _Spec(
+        "custom_vision_tier", default="S0", help="the Custom Vision pricing tier, F0 or S0 (image quota)"
+    ),
     "custom_vision_rate_per_second": _Spec(
         "custom_vision_rate_per_second", default="10", help="calls per second the training key may make (tier)"
     ),
@@ -98,6 +101,7 @@ class Settings:
     mm_storage_connection_string: str | None = field(default=None, repr=False)
     mm_bootstrap_secret: str | None = field(default=None, repr=False)
     mm_key_vault_url: str | None = None
+    custom_vision_tier: str = "S0"
     custom_vision_rate_per_second: float = 10.0
     ledger_path: str | None = None
     allow_insecure_http: bool = False
@@ -119,6 +123,8 @@ class Settings:
                     f"Setting custom_vision_project_id is not a GUID (from {source}).",
                     hint="Copy the project id from the Custom Vision portal's project settings.",
                 ) from None
+        if self.custom_vision_tier not in ("F0", "S0"):
+            raise ConfigError(f"Setting custom_vision_tier must be F0 or S0, not {self.custom_vision_tier!r}.")
         if self.custom_vision_rate_per_second <= 0:
             raise ConfigError("Setting custom_vision_rate_per_second must be a positive number.")
 
@@ -315,7 +321,7 @@ def _convert(attr: str, raw: Any, source: str | None) -> Any:
             raise ConfigError(f"Setting {key} must be a number (from {source}).") from None
     if not isinstance(raw, str):
         raise ConfigError(f"Setting {key} must be text (from {source}).")
-    return raw.strip()
+    return raw.strip().upper() if attr == "custom_vision_tier" else raw.strip()
 
 
 def is_loopback_host(host: str | None) -> bool:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import Any
 
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient
 from .config import Settings
+from .customvision import CustomVisionClient, IterationInfo, ProjectInfo, Region, TagInfo
 from .errors import MissingMetadataError
 from .images import THUMBNAIL_SIZE, thumbnail
+from .ledger import DEFAULT_LEDGER_PATH, BlobRecord, Ledger, default_actor
 from .locker import KeyServiceClient, Locker
+from .pipeline import CancelToken, DryRunReport, ItemOutcome, Provenance, PushPipeline, PushProgress, PushReport
 
 
 class Curator:
@@ -21,8 +24,9 @@ class Curator:
     shares connections and keys, not plaintext.
     """
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: Settings | None = None, *, actor: str | None = None, **overrides: Any) -> None:
         self.settings = settings if settings is not None else Settings.load(**overrides)
+        self.actor = actor or default_actor()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -77,3 +81,113 @@ class Curator:
     def preview(self, blob: RetrainingBlob, *, size: tuple[int, int] = THUMBNAIL_SIZE) -> bytes:
         """A JPEG thumbnail of the decrypted frame (in memory only)."""
         return thumbnail(self.decrypt(blob), size=size, what=f"Blob {blob.name!r}")
+
+    # -- Custom Vision and the ledger -----------------------------------------------------------------
+
+    @cached_property
+    def customvision(self) -> CustomVisionClient:
+        return CustomVisionClient.from_settings(self.settings)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(self.settings.ledger_path or DEFAULT_LEDGER_PATH)
+
+    @cached_property
+    def pipeline(self) -> PushPipeline:
+        return PushPipeline(
+            self.data, self.locker, self.customvision, self.ledger, tier=self.settings.custom_vision_tier
+        )
+
+    def project(self) -> ProjectInfo:
+        return self.customvision.project()
+
+    def tags(self, *, refresh: bool = False) -> list[TagInfo]:
+        """The Custom Vision project's tags."""
+        return self.customvision.tags(refresh=refresh)
+
+    def create_tag(self, name: str) -> TagInfo:
+        tag = self.customvision.create_tag(name)
+        self.ledger.log(self._who(None), "create-tag", project_id=self.customvision.project_id, outcome=tag.name)
+        return tag
+
+    def records(self, blobs: list[RetrainingBlob]) -> dict[tuple[str, str, str], BlobRecord]:
+        """What the ledger knows of each blob for the current project (state, image id, tags)."""
+        return self.ledger.records([b.key for b in blobs], self.customvision.project_id)
+
+    def push(
+        self,
+        blobs: Any,
+        *,
+        tags: list[str] | tuple[str, ...] = (),
+        regions: dict[str, list[Region]] | None = None,
+        actor: str | None = None,
+        provenance: Provenance | str = Provenance.IMAGE,
+        progress: Callable[[PushProgress], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> PushReport:
+        """Push blobs (RetrainingBlob records or blob names) with image-level tags, once each."""
+        items = [self.blob(b) if isinstance(b, str) else b for b in blobs]
+        return self.pipeline.push(
+            items,
+            tags=tags,
+            regions=regions,
+            actor=self._who(actor),
+            provenance=provenance,
+            progress=progress,
+            cancel=cancel,
+            total=len(items),
+        )
+
+    def push_all_untagged(
+        self,
+        blob_filter: BlobFilter | None = None,
+        *,
+        dry_run: bool = False,
+        actor: str | None = None,
+        provenance: Provenance | str = Provenance.IMAGE,
+        progress: Callable[[PushProgress], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> PushReport | DryRunReport:
+        """Every blob not yet in the project and not rejected, untagged; `dry_run` only counts."""
+        if dry_run:
+            return self.pipeline.dry_run(blob_filter, actor=self._who(actor), progress=progress, cancel=cancel)
+        return self.pipeline.push_all_untagged(
+            blob_filter, actor=self._who(actor), provenance=provenance, progress=progress, cancel=cancel
+        )
+
+    def reject(
+        self, blobs: list[RetrainingBlob], *, actor: str | None = None, reason: str = "rejected by reviewer"
+    ) -> int:
+        return self.ledger.reject([b.key for b in blobs], actor=self._who(actor), reason=reason)
+
+    def restore(self, blobs: list[RetrainingBlob], *, actor: str | None = None) -> int:
+        return self.ledger.restore([b.key for b in blobs], actor=self._who(actor))
+
+    def retag(
+        self, blobs: list[RetrainingBlob], *, add: list[str] = (), remove: list[str] = (), actor: str | None = None
+    ) -> list[ItemOutcome]:
+        """Change the tags of images already pushed, without uploading them again."""
+        return self.pipeline.retag(blobs, add=add, remove=remove, actor=self._who(actor))
+
+    def train(
+        self, *, wait: bool = False, actor: str | None = None, on_poll: Callable[[IterationInfo], None] | None = None
+    ) -> IterationInfo:
+        """Start training the project (and wait for it with `wait=True`)."""
+        iteration = self.customvision.train()
+        self.ledger.log(
+            self._who(actor),
+            "train",
+            project_id=self.customvision.project_id,
+            outcome=iteration.status,
+            details={"iteration": iteration.id, "name": iteration.name},
+        )
+        if wait:
+            iteration = self.customvision.wait_for_training(iteration.id, on_poll=on_poll)
+        return iteration
+
+    def status(self) -> dict[str, int]:
+        """The ledger's counts for the current project."""
+        return self.ledger.summary(self.settings.custom_vision_project_id)
+
+    def _who(self, actor: str | None) -> str:
+        return actor or self.actor

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -175,3 +178,33 @@ def perceptual_hash(data: bytes) -> str:
 def hash_distance(first: str, second: str) -> int:
     """Hamming distance between two perceptual hashes from `perceptual_hash`."""
     return bin(int(first, 16) ^ int(second, 16)).count("1")
+
+
+def near_duplicate_groups(
+    items: Sequence[tuple[Any, str, str | None, Any]], *, max_distance: int, window_seconds: float = 120.0
+) -> list[list[Any]]:
+    """Group (item, phash, group key, captured_at) into bursts: same group key, close in time and in hash.
+
+    Each group's first item is its representative. Items are compared with the previous frames of the
+    same group key within `window_seconds` (a burst is short), so this stays linear in practice.
+    """
+    ordered = sorted(items, key=lambda t: (t[2] or "", t[3] is None, t[3] or 0))
+    groups: list[list[Any]] = []
+    recent: dict[str | None, list[tuple[str, Any, list[Any]]]] = defaultdict(list)
+    for item, phash, group_key, captured_at in ordered:
+        placed = False
+        candidates = recent[group_key]
+        if captured_at is not None:
+            candidates[:] = [
+                c for c in candidates if c[1] is not None and (captured_at - c[1]).total_seconds() <= window_seconds
+            ]
+        for other_hash, _, group in reversed(candidates):
+            if phash and other_hash and hash_distance(phash, other_hash) <= max_distance:
+                group.append(item)
+                placed = True
+                break
+        if not placed:
+            group = [item]
+            groups.append(group)
+        candidates.append((phash, captured_at, group))
+    return groups

@@ -1,0 +1,314 @@
+"""`percept-curator`: the core from a terminal or a script. Settings come from the same places as the app.
+
+Exit status: 0 when every item succeeded, 1 when some failed (each listed with its reason),
+2 for configuration and usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from .blobs import BlobFilter
+from .config import ConfigError
+from .errors import CuratorError
+
+EXIT_OK, EXIT_FAILURES, EXIT_CONFIG = 0, 1, 2
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-26") from None
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("filters (on metadata, before anything is decrypted)")
+    group.add_argument("--model", action="append", default=[], help="model name (repeatable)")
+    group.add_argument("--version", action="append", default=[], dest="versions", help="model version (repeatable)")
+    group.add_argument("--min-confidence", type=float)
+    group.add_argument("--max-confidence", type=float)
+    group.add_argument("--since", type=_date, help="captured on or after this date")
+    group.add_argument("--until", type=_date, help="captured on or before this date")
+    group.add_argument("--prefix", default="", help="blob name prefix")
+    group.add_argument("--contains", default="", help="text in the blob name")
+
+
+def _filter(args: argparse.Namespace) -> BlobFilter:
+    return BlobFilter(
+        model_names=tuple(args.model),
+        model_versions=tuple(args.versions),
+        min_confidence=args.min_confidence,
+        max_confidence=args.max_confidence,
+        captured_from=args.since,
+        captured_to=args.until,
+        name_prefix=args.prefix,
+        name_contains=args.contains,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="percept-curator",
+        description="Review, tag and push encrypted Azure Percept retraining data to Custom Vision.",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--actor", help="who to record in the ledger (default: the OS user)")
+    parser.add_argument("--env-file", default=".env", help="a .env file to read settings from (default .env)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    listing = sub.add_parser("list", help="list retraining blobs with their metadata and review state")
+    _add_filters(listing)
+    listing.add_argument("--limit", type=int, default=None, help="at most this many rows")
+
+    decrypt = sub.add_parser("decrypt", help="decrypt one blob to a file (the only command that writes plaintext)")
+    decrypt.add_argument("blob")
+    decrypt.add_argument("--out", required=True, type=Path, help="the file to write (created with mode 0600)")
+    decrypt.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    push = sub.add_parser("push", help="push named blobs, tagged")
+    push.add_argument("blobs", nargs="+", metavar="BLOB")
+    push.add_argument("--tag", action="append", default=[], help="tag name (repeatable); none: untagged")
+    push.add_argument(
+        "--provenance",
+        choices=("image", "batch"),
+        default="image",
+        help="image: each image carries its blob's provenance (one call each); batch: 64 per call",
+    )
+
+    untagged = sub.add_parser("push-untagged", help="push every blob not yet in the project, untagged")
+    _add_filters(untagged)
+    untagged.add_argument("--dry-run", action="store_true", help="count what would be pushed, push nothing")
+    untagged.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    untagged.add_argument(
+        "--provenance",
+        choices=("image", "batch"),
+        default="image",
+        help="image: each image carries its blob's provenance (one call each); batch: 64 per call",
+    )
+
+    sub.add_parser("status", help="the ledger's summary and the project's image counts")
+
+    train = sub.add_parser("train", help="start training the project")
+    train.add_argument("--wait", action="store_true", help="wait until the iteration finishes")
+    return parser
+
+
+class _Output:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, document: Any, text: str) -> None:
+        if self.as_json:
+            print(json.dumps(document, indent=2, default=str))
+        else:
+            print(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = _Output(args.json)
+    try:
+        from .curator import Curator
+
+        curator = Curator(actor=args.actor, env_file=args.env_file)
+        handler = {
+            "list": _list,
+            "decrypt": _decrypt,
+            "push": _push,
+            "push-untagged": _push_untagged,
+            "status": _status,
+            "train": _train,
+        }[args.command]
+        return handler(curator, args, out)
+    except ConfigError as exc:
+        _fail(out, exc, "configuration")
+        return EXIT_CONFIG
+    except CuratorError as exc:
+        _fail(out, exc, exc.reason)
+        return EXIT_FAILURES
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(out: _Output, exc: CuratorError, kind: str) -> None:
+    if out.as_json:
+        print(json.dumps({"error": kind, "message": str(exc)}))
+    else:
+        print(f"percept-curator: {exc}", file=sys.stderr)
+
+
+def _list(curator, args, out: _Output) -> int:
+    rows = []
+    blobs = []
+    for blob in curator.blobs(_filter(args)):
+        blobs.append(blob)
+        if args.limit is not None and len(blobs) >= args.limit:
+            break
+    records = curator.ledger.records([b.key for b in blobs], curator.settings.custom_vision_project_id)
+    for blob in blobs:
+        record = records.get(blob.key)
+        rows.append(
+            {
+                "name": blob.name,
+                "model_name": blob.model_name,
+                "model_version": blob.model_version,
+                "confidence": blob.confidence,
+                "captured_at": blob.captured_at.isoformat() if blob.captured_at else None,
+                "size": blob.size,
+                "state": record.state if record else "new",
+                "problems": list(blob.problems),
+            }
+        )
+    lines = [f"{'name':40} {'model':16} {'version':8} {'conf':>5} {'captured':19} {'state':14}"]
+    for row in rows:
+        lines.append(
+            f"{row['name'][:40]:40} {(row['model_name'] or '-')[:16]:16} {(row['model_version'] or '-')[:8]:8} "
+            f"{'' if row['confidence'] is None else format(row['confidence'], 'g'):>5} "
+            f"{(row['captured_at'] or '-')[:19]:19} {row['state']:14}"
+        )
+    lines.append(f"{len(rows)} blob(s)")
+    out.emit(rows, "\n".join(lines))
+    return EXIT_OK
+
+
+def _decrypt(curator, args, out: _Output) -> int:
+    target: Path = args.out
+    if target.exists() and not args.force:
+        raise ConfigError(f"{target} exists; pass --force to overwrite it.")
+    plaintext = curator.decrypt(curator.blob(args.blob))
+    # The user asked for a file: create it private to them.
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(plaintext)
+    out.emit(
+        {"blob": args.blob, "out": str(target), "bytes": len(plaintext)},
+        f"decrypted {args.blob} to {target} ({len(plaintext):,} bytes)",
+    )
+    return EXIT_OK
+
+
+def _progress_bar(out: _Output, total: int | None, description: str):
+    if out.as_json or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="img", desc=description, file=sys.stderr)
+
+    def update(progress) -> None:
+        bar.update(progress.done - bar.n)
+        bar.set_postfix({k: v for k, v in progress.counts.items() if v}, refresh=False)
+
+    return bar, update
+
+
+def _report(out: _Output, report, heading: str) -> int:
+    counts = {str(k): v for k, v in report.counts.items()}
+    failures = report.failed
+    lines = [f"{heading}: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to do")]
+    lines.append(
+        f"{report.seconds:.1f} s, {report.images_per_second:.1f} images/s, {report.calls} Custom Vision "
+        f"call(s), {report.throttled} throttled and retried"
+    )
+    for item in failures:
+        lines.append(f"  {item.outcome}: {item.name}: {item.reason}")
+    if report.cancelled:
+        lines.append("cancelled: what did not go stays eligible for the next run")
+    document = {
+        "counts": counts,
+        "seconds": report.seconds,
+        "calls": report.calls,
+        "throttled": report.throttled,
+        "cancelled": report.cancelled,
+        "outcomes": report.rows(),
+    }
+    out.emit(document, "\n".join(lines))
+    return EXIT_OK if report.ok else EXIT_FAILURES
+
+
+def _push(curator, args, out: _Output) -> int:
+    blobs = [curator.blob(name) for name in args.blobs]
+    bar, update = _progress_bar(out, len(blobs), "push")
+    try:
+        report = curator.push(blobs, tags=args.tag, provenance=args.provenance, progress=update)
+    finally:
+        if bar:
+            bar.close()
+    return _report(out, report, "push")
+
+
+def _push_untagged(curator, args, out: _Output) -> int:
+    blob_filter = _filter(args)
+    if args.dry_run or not args.yes:
+        dry = curator.push_all_untagged(blob_filter, dry_run=True)
+        document = dry.as_dict()
+        lines = [
+            f"eligible: {dry.eligible} new image(s) of {dry.listed} listed",
+            f"already pushed: {dry.already_pushed}, rejected: {dry.rejected}, near-duplicates: {dry.near_duplicates}, "
+            f"duplicates by content: {dry.duplicates_by_content}, undecryptable: {sum(dry.undecryptable.values())}",
+        ]
+        lines += [f"  undecryptable, {reason}: {n}" for reason, n in sorted(dry.undecryptable.items())]
+        lines += [f"  {version}: {n}" for version, n in sorted(dry.eligible_by_version.items())]
+        if dry.headroom is not None:
+            lines.append(f"project: {dry.project_images} image(s), room for {dry.headroom} more")
+        if args.dry_run:
+            out.emit(document, "\n".join(lines))
+            return EXIT_OK
+        print("\n".join(lines), file=sys.stderr)
+        if not sys.stdin.isatty():
+            raise ConfigError("Refusing to push without confirmation; pass --yes (or --dry-run).")
+        answer = input(f"Push {dry.eligible} image(s) untagged to the project? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing pushed", file=sys.stderr)
+            return EXIT_OK
+    bar, update = _progress_bar(out, None, "push-untagged")
+    try:
+        report = curator.push_all_untagged(blob_filter, provenance=args.provenance, progress=update)
+    finally:
+        if bar:
+            bar.close()
+    return _report(out, report, "push-untagged")
+
+
+def _status(curator, args, out: _Output) -> int:
+    summary = curator.status()
+    document: dict[str, Any] = {"ledger": summary, "ledger_path": str(curator.ledger.path)}
+    lines = [f"ledger {curator.ledger.path}:"] + [f"  {k}: {v}" for k, v in sorted(summary.items())]
+    if curator.settings.custom_vision_project_id:
+        project = curator.project()
+        tagged, untagged = curator.customvision.image_counts()
+        document["project"] = {
+            "id": project.id,
+            "name": project.name,
+            "kind": project.kind,
+            "tagged": tagged,
+            "untagged": untagged,
+        }
+        lines.append(f"project {project.name} ({project.kind}): {tagged} tagged, {untagged} untagged")
+    out.emit(document, "\n".join(lines))
+    return EXIT_OK
+
+
+def _train(curator, args, out: _Output) -> int:
+    iteration = curator.train(wait=args.wait)
+    document = {
+        "iteration": iteration.id,
+        "name": iteration.name,
+        "status": iteration.status,
+        "trained_at": iteration.trained_at,
+    }
+    out.emit(document, f"iteration {iteration.name}: {iteration.status}")
+    return EXIT_OK if iteration.status != "Failed" else EXIT_FAILURES
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

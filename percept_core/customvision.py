@@ -1,0 +1,717 @@
+"""Custom Vision: the only module that imports the (archived) Custom Vision SDK 3.1.1.
+
+Tags, batch uploads with per-image outcomes, pacing to the tier's transactions per second (one token
+bucket shared by every thread), retries of 429 (honouring Retry-After), 5xx and dropped connections
+with backoff and jitter, regions, training. Replacing the training target later is a change here only.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
+from azure.cognitiveservices.vision.customvision.training.models import (
+    CustomVisionErrorException,
+    ImageFileCreateBatch,
+    ImageFileCreateEntry,
+    ImageRegionCreateBatch,
+    ImageRegionCreateEntry,
+    ImageTagCreateBatch,
+    ImageTagCreateEntry,
+)
+from azure.cognitiveservices.vision.customvision.training.models import Region as SdkRegion
+from msrest.authentication import ApiKeyCredentials
+from msrest.exceptions import ClientRequestError
+
+from .config import Settings
+from .errors import AuthenticationError, CuratorError, ServiceError
+
+T = TypeVar("T")
+
+# Limits of the Training API (v3.4-preview spec and the Limits and quotas page).
+MAX_IMAGES_PER_BATCH = 64
+MAX_BATCH_BYTES = 24 * 1024 * 1024  # raw bytes per request; base64 makes it ~32 MB, well under ~55 MB failures
+MAX_TAG_NAME_LENGTH = 256
+MAX_TAGS_PER_IMAGE_CALL = 128  # create_image_tags entries per call
+MAX_IDS_PER_DELETE_TAGS = 64
+MAX_REGIONS_PER_IMAGE = 300
+MAX_REGIONS_PER_CALL = 64
+MAX_METADATA_PAIRS = 10
+MAX_METADATA_KEY = 128
+MAX_METADATA_VALUE = 256
+MIN_IMAGES_PER_TAG = {"classification": 5, "detection": 15}
+
+# msrest's status for an accepted batch that is not all OK.
+_RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
+
+
+class CustomVisionError(ServiceError):
+    """Custom Vision answered with an error; `code` is the service's CustomVisionErrorCodes value."""
+
+    reason = "Custom Vision error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, hint=hint, status=status)
+        self.code = code
+        self.retryable = retryable
+
+
+class TagNameError(CuratorError):
+    reason = "invalid tag name"
+
+
+class TrainingNotPossible(CustomVisionError):
+    reason = "cannot train"
+
+
+class PushStatus(StrEnum):
+    PUSHED = "pushed"  # a new image in the project
+    DUPLICATE = "duplicate"  # the same content is already in the project (that image is ours to use)
+    REJECTED = "rejected"  # Custom Vision refuses this image; trying again will not help
+    FAILED = "failed"  # did not get in this time; the next run tries again
+
+
+# ImageCreateStatus -> (our status, what to tell the reviewer)
+_IMAGE_STATUS: dict[str, tuple[PushStatus, str]] = {
+    "OK": (PushStatus.PUSHED, "pushed"),
+    "OKDuplicate": (PushStatus.DUPLICATE, "the same image is already in the project"),
+    "ErrorImageFormat": (PushStatus.REJECTED, "Custom Vision cannot read the image format"),
+    "ErrorImageSize": (PushStatus.REJECTED, "the image is over Custom Vision's 6 MB limit"),
+    "ErrorImageDimensions": (PushStatus.REJECTED, "the image is over 10,240 px a side or 25:1"),
+    "ErrorInvalidTag": (PushStatus.REJECTED, "a tag does not exist in the project (deleted?)"),
+    "ErrorTagLimitExceed": (PushStatus.REJECTED, "too many tags on the image"),
+    "ErrorRegionLimitExceed": (PushStatus.REJECTED, "too many regions on the image (300 at most)"),
+    "ErrorNegativeAndRegularTagOnSameImage": (PushStatus.REJECTED, "the Negative tag cannot go with other tags"),
+    "ErrorLimitExceed": (PushStatus.FAILED, "the project holds its tier's maximum of images"),
+    "ErrorSource": (PushStatus.FAILED, "Custom Vision could not read the upload"),
+    "ErrorStorage": (PushStatus.FAILED, "Custom Vision could not store the image"),
+    "ErrorUnknown": (PushStatus.FAILED, "Custom Vision failed without saying why"),
+}
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    id: str
+    name: str
+    kind: str  # "classification" or "detection"
+    classification_type: str | None
+    domain_name: str | None
+    description: str | None = None
+
+    @property
+    def is_detection(self) -> bool:
+        return self.kind == "detection"
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    id: str
+    name: str
+    type: str
+    image_count: int
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box, normalised to 0..1 of the original image, with its tag's id."""
+
+    tag_id: str
+    left: float
+    top: float
+    width: float
+    height: float
+
+    def validate(self) -> None:
+        values = (self.left, self.top, self.width, self.height)
+        if not all(0.0 <= v <= 1.0 for v in values) or self.width <= 0 or self.height <= 0:
+            raise ValueError("a region's left, top, width and height must lie in 0..1, with a positive size")
+        if self.left + self.width > 1.0 + 1e-6 or self.top + self.height > 1.0 + 1e-6:
+            raise ValueError("a region must lie inside the image")
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    """One image to upload: `name` identifies it in the answer (its blob name)."""
+
+    name: str
+    data: bytes = field(repr=False)
+    tag_ids: tuple[str, ...] = ()
+    regions: tuple[Region, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    name: str
+    status: PushStatus
+    image_id: str | None
+    reason: str
+    service_status: str | None = None
+
+
+@dataclass(frozen=True)
+class IterationInfo:
+    id: str
+    name: str
+    status: str
+    created: datetime | None
+    trained_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("Training", "Queued", "Staging")
+
+
+@dataclass(frozen=True)
+class ProjectImage:
+    id: str
+    width: int | None
+    height: int | None
+    tags: tuple[str, ...]
+    tag_ids: tuple[str, ...]
+    regions: tuple[dict[str, Any], ...]
+    metadata: Mapping[str, str]
+    created: datetime | None
+    original_url: str | None = None
+
+
+@dataclass
+class CallStats:
+    """What the client did: calls made, 429s met (all retried), other retries."""
+
+    calls: int = 0
+    throttled: int = 0
+    retried: int = 0
+    seconds_waiting_for_quota: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: float) -> None:
+        with self._lock:
+            for name, value in deltas.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+class RateLimiter:
+    """A token bucket shared by every thread: at most `rate` calls a second, and a common pause on 429."""
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        burst: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, burst)
+        self._tokens = self.capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._updated = clock()
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Wait for a token; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                if self.rate:
+                    self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+                self._updated = now
+                if now < self._paused_until:
+                    delay = self._paused_until - now
+                elif not self.rate or self._tokens >= 1.0:
+                    if self.rate:
+                        self._tokens -= 1.0
+                    return waited
+                else:
+                    delay = (1.0 - self._tokens) / self.rate
+            self._sleep(delay)
+            waited += delay
+
+    def pause(self, seconds: float) -> None:
+        """Everyone waits `seconds` (the service said so with Retry-After)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+            self._tokens = 0.0
+
+
+class CustomVisionClient:
+    """A Custom Vision Training project, reached with a training key."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        training_key: str,
+        project_id: str,
+        *,
+        rate_per_second: float | None = 10.0,
+        train_rate_per_second: float | None = 2.0,
+        max_attempts: int = 8,
+        backoff_seconds: float = 0.5,
+        max_backoff_seconds: float = 20.0,
+        timeout_seconds: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.project_id = project_id
+        self._training_key = training_key
+        # Pace a little under the quota: clocks differ, and a 429 costs a whole Retry-After.
+        self.limiter = RateLimiter(rate_per_second * 0.96 if rate_per_second else None, sleep=sleep)
+        self.train_limiter = RateLimiter(train_rate_per_second, sleep=sleep)
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.timeout_seconds = timeout_seconds
+        self.stats = CallStats()
+        self._sleep = sleep
+        self._local = threading.local()
+        self._project: ProjectInfo | None = None
+        self._tags: list[TagInfo] | None = None
+
+    def __repr__(self) -> str:
+        return f"CustomVisionClient({self.endpoint!r}, project={self.project_id!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, project_id: str | None = None, **kwargs: Any) -> CustomVisionClient:
+        settings.require("custom_vision_endpoint", "custom_vision_training_key")
+        project_id = project_id or settings.custom_vision_project_id
+        if not project_id:
+            settings.require("custom_vision_project_id")
+        kwargs.setdefault("rate_per_second", settings.custom_vision_rate_per_second)
+        return cls(settings.custom_vision_endpoint, settings.custom_vision_training_key, project_id, **kwargs)
+
+    def for_project(self, project_id: str) -> CustomVisionClient:
+        """The same resource and key, another project; pacing stays shared (the quota is per key)."""
+        other = CustomVisionClient.__new__(CustomVisionClient)
+        other.__dict__.update(self.__dict__)
+        other.project_id = project_id
+        other._local = threading.local()
+        other._project = None
+        other._tags = None
+        return other
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    @property
+    def _trainer(self) -> CustomVisionTrainingClient:
+        trainer = getattr(self._local, "trainer", None)
+        if trainer is None:
+            trainer = CustomVisionTrainingClient(
+                self.endpoint, ApiKeyCredentials(in_headers={"Training-key": self._training_key})
+            )
+            trainer.config.retry_policy.retries = 0  # one retry policy: ours, for every verb
+            trainer.config.connection.timeout = self.timeout_seconds
+            self._local.trainer = trainer
+        return trainer
+
+    def _call(self, operation: str, function: Callable[..., T], *args: Any, train: bool = False, **kwargs: Any) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            waited = (self.train_limiter if train else self.limiter).acquire()
+            self.stats.add(calls=1, seconds_waiting_for_quota=waited)
+            try:
+                return function(*args, **kwargs)
+            except CustomVisionErrorException as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status == 429:
+                    retry_after = _retry_after(exc.response)
+                    self.stats.add(throttled=1)
+                    (self.train_limiter if train else self.limiter).pause(retry_after)
+                    if attempt < self.max_attempts * 3:  # 429s only say "later"; keep waiting longer
+                        continue
+                if status in _RETRYABLE_STATUSES and attempt < self.max_attempts:
+                    self._backoff(attempt)
+                    continue
+                raise self._error(operation, exc, status) from None
+            except (ClientRequestError, ConnectionError) as exc:
+                if attempt < self.max_attempts:
+                    self._backoff(attempt)
+                    continue
+                raise CustomVisionError(
+                    f"Could not reach Custom Vision at {self.endpoint} for {operation} after {attempt} attempts "
+                    f"({exc.__class__.__name__}).",
+                    hint="Check custom_vision_endpoint and the network; the next run picks up what did not go.",
+                    retryable=True,
+                ) from None
+
+    def _backoff(self, attempt: int) -> None:
+        self.stats.add(retried=1)
+        delay = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        self._sleep(delay * random.uniform(0.5, 1.0))  # full jitter keeps parallel workers apart
+
+    def _error(self, operation: str, exc: CustomVisionErrorException, status: int | None) -> CustomVisionError:
+        code = getattr(getattr(exc, "error", None), "code", None)
+        message = getattr(getattr(exc, "error", None), "message", None) or ""
+        if status in (401, 403):
+            return AuthenticationCustomVisionError(
+                f"Custom Vision refused the training key ({status}) for {operation}.",
+                code=code,
+                status=status,
+                hint="Check custom_vision_training_key and custom_vision_endpoint (they belong to one resource).",
+            )
+        if code == "NotFoundProject":
+            return CustomVisionError(
+                f"Custom Vision has no project {self.project_id} for this training key.",
+                code=code,
+                status=status,
+                hint="Check custom_vision_project_id.",
+            )
+        retryable = status in _RETRYABLE_STATUSES
+        text = message or f"status {status}"
+        return CustomVisionError(
+            f"Custom Vision refused {operation}: {text}" + (f" ({code})" if code else ""),
+            code=code,
+            status=status,
+            retryable=retryable,
+            hint="Try again later." if retryable else None,
+        )
+
+    # -- project and tags ----------------------------------------------------------------------------
+
+    def project(self, *, refresh: bool = False) -> ProjectInfo:
+        if self._project is None or refresh:
+            project = self._call("get project", self._trainer.get_project, self.project_id)
+            self._project = self._project_info(project)
+        return self._project
+
+    def projects(self) -> list[ProjectInfo]:
+        """Every project the training key can see."""
+        return [self._project_info(p) for p in self._call("get projects", self._trainer.get_projects)]
+
+    def _project_info(self, project: Any) -> ProjectInfo:
+        settings = project.settings
+        domain_id = getattr(settings, "domain_id", None)
+        domain = self._domains().get(domain_id) if domain_id else None
+        kind = "detection" if domain is not None and domain.type == "ObjectDetection" else "classification"
+        return ProjectInfo(
+            id=project.id,
+            name=project.name,
+            kind=kind,
+            classification_type=getattr(settings, "classification_type", None) if kind == "classification" else None,
+            domain_name=domain.name if domain is not None else None,
+            description=project.description,
+        )
+
+    def _domains(self) -> dict[str, Any]:
+        cached = getattr(self, "_domain_cache", None)
+        if cached is None:
+            cached = {d.id: d for d in self._call("get domains", self._trainer.get_domains)}
+            self._domain_cache = cached
+        return cached
+
+    def tags(self, *, refresh: bool = False) -> list[TagInfo]:
+        if self._tags is None or refresh:
+            tags = self._call("get tags", self._trainer.get_tags, self.project_id)
+            self._tags = sorted(
+                (TagInfo(t.id, t.name, t.type or "Regular", t.image_count or 0) for t in tags),
+                key=lambda t: t.name.lower(),
+            )
+        return list(self._tags)
+
+    def tag_ids(self, names: Sequence[str]) -> list[str]:
+        """Ids of the named tags (case-insensitive); an unknown name is an error naming it."""
+        by_name = {t.name.lower(): t.id for t in self.tags()}
+        missing = [n for n in names if n.lower() not in by_name]
+        if missing:
+            by_name = {t.name.lower(): t.id for t in self.tags(refresh=True)}
+            missing = [n for n in names if n.lower() not in by_name]
+        if missing:
+            raise TagNameError(
+                f"The project has no tag named {', '.join(repr(m) for m in missing)}.",
+                hint="Create it first (Add tag), or pick one of the project's tags.",
+            )
+        return [by_name[n.lower()] for n in names]
+
+    def validate_tag_name(self, name: str) -> str:
+        """The cleaned name, or TagNameError saying what is wrong with it."""
+        cleaned = unicodedata.normalize("NFC", name or "").strip()
+        if not cleaned:
+            raise TagNameError("A tag name cannot be empty.")
+        if len(cleaned) > MAX_TAG_NAME_LENGTH:
+            raise TagNameError(f"A tag name can have at most {MAX_TAG_NAME_LENGTH} characters ({len(cleaned)} given).")
+        if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in cleaned):
+            raise TagNameError("A tag name cannot contain control characters.")
+        if any(t.name.lower() == cleaned.lower() for t in self.tags(refresh=True)):
+            raise TagNameError(f"The project already has a tag named {cleaned!r}.")
+        return cleaned
+
+    def create_tag(self, name: str, *, description: str | None = None) -> TagInfo:
+        cleaned = self.validate_tag_name(name)
+        try:
+            tag = self._call("create tag", self._trainer.create_tag, self.project_id, cleaned, description=description)
+        except CustomVisionError as exc:
+            if exc.code in ("BadRequestTagNameNotUnique", "BadRequestTagName", "BadRequestExceedTagPerProjectLimit"):
+                raise TagNameError(str(exc.message)) from None
+            raise
+        self._tags = None
+        return TagInfo(tag.id, tag.name, tag.type or "Regular", tag.image_count or 0)
+
+    # -- images ----------------------------------------------------------------------------------------
+
+    def upload(
+        self, items: Sequence[UploadItem], *, batch_metadata: Mapping[str, str] | None = None
+    ) -> list[UploadResult]:
+        """Upload one batch (<= 64 images, <= MAX_BATCH_BYTES); one result per item, in order.
+
+        `batch_metadata` goes on every image of the batch (Custom Vision's metadata is per batch).
+        A 429/5xx/dropped connection is retried; content that got in before a dropped answer comes
+        back as a duplicate of itself, so a retry never adds an image twice.
+        """
+        if not items:
+            return []
+        if len(items) > MAX_IMAGES_PER_BATCH:
+            raise ValueError(f"at most {MAX_IMAGES_PER_BATCH} images per batch")
+        metadata = dict(batch_metadata or {})
+        check_metadata(metadata)
+        entries = [
+            ImageFileCreateEntry(
+                name=item.name,
+                contents=item.data,
+                tag_ids=list(item.tag_ids) or None,
+                regions=[
+                    SdkRegion(tag_id=r.tag_id, left=r.left, top=r.top, width=r.width, height=r.height)
+                    for r in item.regions
+                ]
+                or None,
+            )
+            for item in items
+        ]
+        batch = ImageFileCreateBatch(images=entries, metadata=metadata or None)
+        summary = self._call("upload images", self._trainer.create_images_from_files, self.project_id, batch)
+        results = list(summary.images or [])
+        by_position = _match_results(items, results)
+        outcomes = []
+        for item, result in zip(items, by_position, strict=True):
+            if result is None:
+                outcomes.append(UploadResult(item.name, PushStatus.FAILED, None, "Custom Vision did not answer for it"))
+                continue
+            status, text = _IMAGE_STATUS.get(result.status, (PushStatus.FAILED, f"Custom Vision said {result.status}"))
+            image_id = result.image.id if result.image is not None else None
+            if status in (PushStatus.PUSHED, PushStatus.DUPLICATE) and not image_id:
+                status, text = PushStatus.FAILED, f"Custom Vision said {result.status} without an image"
+            outcomes.append(UploadResult(item.name, status, image_id, text, result.status))
+        return outcomes
+
+    def add_image_tags(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Tag existing images: (image id, tag id) pairs, 128 per call."""
+        for start in range(0, len(pairs), MAX_TAGS_PER_IMAGE_CALL):
+            chunk = pairs[start : start + MAX_TAGS_PER_IMAGE_CALL]
+            batch = ImageTagCreateBatch(tags=[ImageTagCreateEntry(image_id=i, tag_id=t) for i, t in chunk])
+            self._call("tag images", self._trainer.create_image_tags, self.project_id, batch)
+        self._tags = None
+
+    def remove_image_tags(self, image_ids: Sequence[str], tag_ids: Sequence[str]) -> None:
+        for start in range(0, len(image_ids), MAX_IDS_PER_DELETE_TAGS):
+            for tag_start in range(0, len(tag_ids), 20):
+                self._call(
+                    "untag images",
+                    self._trainer.delete_image_tags,
+                    self.project_id,
+                    list(image_ids[start : start + MAX_IDS_PER_DELETE_TAGS]),
+                    list(tag_ids[tag_start : tag_start + 20]),
+                )
+        self._tags = None
+
+    def add_regions(self, image_id: str, regions: Sequence[Region]) -> list[str]:
+        """Add boxes to an image already in the project; returns the new region ids."""
+        created: list[str] = []
+        for start in range(0, len(regions), MAX_REGIONS_PER_CALL):
+            chunk = regions[start : start + MAX_REGIONS_PER_CALL]
+            batch = ImageRegionCreateBatch(
+                regions=[
+                    ImageRegionCreateEntry(
+                        image_id=image_id, tag_id=r.tag_id, left=r.left, top=r.top, width=r.width, height=r.height
+                    )
+                    for r in chunk
+                ]
+            )
+            summary = self._call("add regions", self._trainer.create_image_regions, self.project_id, batch)
+            created += [r.region_id for r in summary.created or []]
+        return created
+
+    def delete_regions(self, region_ids: Sequence[str]) -> None:
+        for start in range(0, len(region_ids), MAX_REGIONS_PER_CALL):
+            self._call(
+                "delete regions",
+                self._trainer.delete_image_regions,
+                self.project_id,
+                list(region_ids[start : start + MAX_REGIONS_PER_CALL]),
+            )
+
+    def images_by_ids(self, image_ids: Sequence[str]) -> list[ProjectImage]:
+        found: list[ProjectImage] = []
+        for start in range(0, len(image_ids), 256):
+            images = self._call(
+                "get images", self._trainer.get_images_by_ids, self.project_id, list(image_ids[start : start + 256])
+            )
+            found += [_project_image(i) for i in images]
+        return found
+
+    def iter_images(self, *, tagging_status: str | None = None, page_size: int = 256) -> Iterator[ProjectImage]:
+        """Every image of the project (oldest first), page by page."""
+        skip = 0
+        while True:
+            page = self._call(
+                "get images",
+                self._trainer.get_images,
+                self.project_id,
+                tagging_status=tagging_status,
+                order_by="Oldest",
+                take=page_size,
+                skip=skip,
+            )
+            for image in page:
+                yield _project_image(image)
+            if len(page) < page_size:
+                return
+            skip += page_size
+
+    def image_counts(self) -> tuple[int, int]:
+        """(tagged, untagged) images in the project."""
+        tagged = self._call("count tagged", self._trainer.get_tagged_image_count, self.project_id)
+        untagged = self._call("count untagged", self._trainer.get_untagged_image_count, self.project_id)
+        return int(tagged), int(untagged)
+
+    # -- training ------------------------------------------------------------------------------------
+
+    def train(self) -> IterationInfo:
+        try:
+            iteration = self._call("train", self._trainer.train_project, self.project_id, train=True)
+        except CustomVisionError as exc:
+            if exc.status == 400:
+                raise TrainingNotPossible(
+                    str(exc.message).removeprefix("Custom Vision refused train: "), code=exc.code, status=400
+                ) from None
+            raise
+        return _iteration_info(iteration)
+
+    def iterations(self) -> list[IterationInfo]:
+        found = [
+            _iteration_info(i) for i in self._call("get iterations", self._trainer.get_iterations, self.project_id)
+        ]
+        return sorted(found, key=lambda i: i.created or datetime.min, reverse=True)
+
+    def iteration(self, iteration_id: str) -> IterationInfo:
+        return _iteration_info(self._call("get iteration", self._trainer.get_iteration, self.project_id, iteration_id))
+
+    def wait_for_training(
+        self,
+        iteration_id: str,
+        *,
+        timeout: float = 3600,
+        poll_seconds: float = 2.0,
+        on_poll: Callable[[IterationInfo], None] | None = None,
+    ) -> IterationInfo:
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.iteration(iteration_id)
+            if on_poll:
+                on_poll(info)
+            if info.finished or time.monotonic() > deadline:
+                return info
+            self._sleep(poll_seconds)  # polling the service's status with a deadline
+
+
+class AuthenticationCustomVisionError(CustomVisionError, AuthenticationError):
+    reason = "not authorised"
+
+
+def check_metadata(metadata: Mapping[str, str]) -> None:
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise ValueError(f"Custom Vision takes at most {MAX_METADATA_PAIRS} metadata pairs per image")
+    for key, value in metadata.items():
+        if not key or len(key) > MAX_METADATA_KEY:
+            raise ValueError(f"metadata key {key[:20]!r}... must have 1..{MAX_METADATA_KEY} characters")
+        if len(value) > MAX_METADATA_VALUE:
+            raise ValueError(f"metadata value of {key!r} is over {MAX_METADATA_VALUE} characters")
+
+
+def _retry_after(response: Any) -> float:
+    header = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return max(0.5, min(120.0, float(header)))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _match_results(items: Sequence[UploadItem], results: list[Any]) -> list[Any]:
+    """Results by item: by `sourceUrl` (the entry name), else by position."""
+    by_name: dict[str, list[Any]] = {}
+    for result in results:
+        by_name.setdefault((result.source_url or "").strip('"'), []).append(result)
+    matched = []
+    for index, item in enumerate(items):
+        candidates = by_name.get(item.name)
+        if candidates:
+            matched.append(candidates.pop(0))
+        else:
+            matched.append(results[index] if index < len(results) and len(results) == len(items) else None)
+    return matched
+
+
+def _project_image(image: Any) -> ProjectImage:
+    return ProjectImage(
+        id=image.id,
+        width=image.width,
+        height=image.height,
+        tags=tuple(t.tag_name for t in image.tags or []),
+        tag_ids=tuple(t.tag_id for t in image.tags or []),
+        regions=tuple(
+            {
+                "region_id": r.region_id,
+                "tag_id": r.tag_id,
+                "tag_name": r.tag_name,
+                "left": r.left,
+                "top": r.top,
+                "width": r.width,
+                "height": r.height,
+            }
+            for r in image.regions or []
+        ),
+        metadata=dict(image.metadata or {}),
+        created=image.created,
+        original_url=image.original_image_uri,
+    )
+
+
+def _iteration_info(iteration: Any) -> IterationInfo:
+    return IterationInfo(iteration.id, iteration.name, iteration.status, iteration.created, iteration.trained_at)
+
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_IMAGES_PER_BATCH",
+    "CustomVisionClient",
+    "CustomVisionError",
+    "IterationInfo",
+    "ProjectImage",
+    "ProjectInfo",
+    "PushStatus",
+    "RateLimiter",
+    "Region",
+    "TagInfo",
+    "TagNameError",
+    "TrainingNotPossible",
+    "UploadItem",
+    "UploadResult",
+]

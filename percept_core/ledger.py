@@ -1,0 +1,578 @@
+"""The review ledger: what was decided and pushed for every blob version, and an append-only audit trail.
+
+One SQLite file in WAL mode, safe for several processes at once (the app, the CLI, notebooks).
+A blob version is (container, name, etag). Review facts (rejected, undecryptable, near-duplicate, the
+plaintext's sha256) belong to the blob; push facts belong to the blob *and* the Custom Vision project,
+so the same frame may go to a classification and a detection project. While a run pushes a blob it
+holds a claim on it (its host, process and run id): a second run skips it, and a run that died leaves
+a claim the next run takes over (immediately when the process is gone, else after the lease).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+BlobKey = tuple[str, str, str]  # container, name, etag
+
+DEFAULT_LEDGER_PATH = Path.home() / ".percept-curator" / "ledger.sqlite"
+LEASE_SECONDS = 300.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (
+    container TEXT NOT NULL, name TEXT NOT NULL, etag TEXT NOT NULL,
+    review TEXT NOT NULL DEFAULT 'new',     -- new | rejected | undecryptable | near_duplicate
+    reason TEXT,
+    model_name TEXT, model_version TEXT,
+    sha256 TEXT, phash TEXT,
+    updated_at REAL NOT NULL, updated_by TEXT,
+    PRIMARY KEY (container, name, etag)
+);
+CREATE INDEX IF NOT EXISTS blobs_review ON blobs (review);
+CREATE TABLE IF NOT EXISTS pushes (
+    container TEXT NOT NULL, name TEXT NOT NULL, etag TEXT NOT NULL, project_id TEXT NOT NULL,
+    state TEXT NOT NULL,                    -- pushing | pushed | failed
+    image_id TEXT, sha256 TEXT, tags TEXT, reason TEXT,
+    claim TEXT, claimed_at REAL, attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL, updated_by TEXT,
+    PRIMARY KEY (container, name, etag, project_id)
+);
+CREATE INDEX IF NOT EXISTS pushes_state ON pushes (project_id, state);
+CREATE INDEX IF NOT EXISTS pushes_sha ON pushes (project_id, sha256);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    container TEXT, blob TEXT, etag TEXT, project_id TEXT,
+    outcome TEXT, image_id TEXT, details TEXT
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+
+class Review(StrEnum):
+    NEW = "new"
+    REJECTED = "rejected"
+    UNDECRYPTABLE = "undecryptable"
+    NEAR_DUPLICATE = "near_duplicate"
+
+
+class PushState(StrEnum):
+    PUSHING = "pushing"
+    PUSHED = "pushed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class BlobRecord:
+    """What the ledger knows of one blob version for one project."""
+
+    key: BlobKey
+    review: str = Review.NEW
+    reason: str | None = None
+    sha256: str | None = None
+    phash: str | None = None
+    push_state: str | None = None
+    image_id: str | None = None
+    push_reason: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def state(self) -> str:
+        """One word for a badge: pushed, failed, pushing, rejected, undecryptable, near_duplicate or new."""
+        if self.push_state == PushState.PUSHED:
+            return "pushed"
+        if self.review != Review.NEW:
+            return self.review
+        return self.push_state or "new"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: str
+    actor: str
+    action: str
+    container: str | None
+    blob: str | None
+    etag: str | None
+    project_id: str | None
+    outcome: str | None
+    image_id: str | None
+    details: dict[str, Any]
+
+
+def default_actor() -> str:
+    """The OS user, for the CLI and notebooks (the app passes the signed-in reviewer)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts if ts is not None else _now(), UTC).isoformat(timespec="milliseconds")
+
+
+def _chunks(items: Sequence[Any], size: int = 400) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Ledger:
+    """Review state, push outcomes and the audit trail, in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, lease_seconds: float = LEASE_SECONDS) -> None:
+        self.path = Path(path) if path else DEFAULT_LEDGER_PATH
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lease_seconds = lease_seconds
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=60000")
+        with self._lock:
+            self._db.executescript(_SCHEMA)  # idempotent: every statement says IF NOT EXISTS
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.path)!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def records(self, keys: Iterable[BlobKey], project_id: str | None = None) -> dict[BlobKey, BlobRecord]:
+        """What the ledger knows of each key (keys it has never seen are absent)."""
+        keys = list(keys)
+        found: dict[BlobKey, dict[str, Any]] = {}
+        for chunk in _chunks(keys):
+            clause = " OR ".join(["(container=? AND name=? AND etag=?)"] * len(chunk))
+            params = [part for key in chunk for part in key]
+            for row in self._query(f"SELECT * FROM blobs WHERE {clause}", params):  # noqa: S608 - placeholders only
+                found.setdefault((row["container"], row["name"], row["etag"]), {}).update(
+                    review=row["review"], reason=row["reason"], sha256=row["sha256"], phash=row["phash"]
+                )
+            if project_id is not None:
+                rows = self._query(
+                    f"SELECT * FROM pushes WHERE project_id=? AND ({clause})",  # noqa: S608
+                    [project_id, *params],
+                )
+                for row in rows:
+                    record = found.setdefault((row["container"], row["name"], row["etag"]), {})
+                    record.update(
+                        push_state=row["state"],
+                        image_id=row["image_id"],
+                        push_reason=row["reason"],
+                        tags=tuple(json.loads(row["tags"] or "[]")),
+                    )
+                    record.setdefault("sha256", row["sha256"])
+        return {key: BlobRecord(key, **fields) for key, fields in found.items()}
+
+    def record(self, key: BlobKey, project_id: str | None = None) -> BlobRecord:
+        return self.records([key], project_id).get(key, BlobRecord(key))
+
+    def keys_in_state(self, project_id: str, state: str, container: str | None = None) -> set[BlobKey]:
+        """Keys whose combined state (as BlobRecord.state) is `state`: for filters that work before decrypting."""
+        if state in (PushState.PUSHED, PushState.FAILED, PushState.PUSHING):
+            sql = "SELECT container, name, etag FROM pushes WHERE project_id=? AND state=?"
+            params: list[Any] = [project_id, state]
+        else:
+            sql = "SELECT container, name, etag FROM blobs WHERE review=?"
+            params = [state]
+        if container:
+            sql += " AND container=?"
+            params.append(container)
+        return {(r[0], r[1], r[2]) for r in self._query(sql, params)}
+
+    def pushed_image_for_content(self, project_id: str, sha256: str) -> str | None:
+        rows = self._query(
+            "SELECT image_id FROM pushes WHERE project_id=? AND sha256=? AND state='pushed' AND image_id IS NOT NULL "
+            "LIMIT 1",
+            (project_id, sha256),
+        )
+        return rows[0]["image_id"] if rows else None
+
+    def summary(self, project_id: str | None = None) -> dict[str, int]:
+        """Counts per review state and, for a project, per push state."""
+        counts = {row[0]: row[1] for row in self._query("SELECT review, COUNT(*) FROM blobs GROUP BY review")}
+        counts.pop(Review.NEW, None)
+        sql, params = "SELECT state, COUNT(*) FROM pushes GROUP BY state", ()
+        if project_id:
+            sql, params = "SELECT state, COUNT(*) FROM pushes WHERE project_id=? GROUP BY state", (project_id,)
+        for state, count in self._query(sql, params):
+            counts[state] = counts.get(state, 0) + count
+        return counts
+
+    def pushed(self, project_id: str) -> list[dict[str, Any]]:
+        """Every pushed blob of a project with its image id (to reconcile with the project)."""
+        rows = self._query(
+            "SELECT container, name, etag, image_id, sha256, tags FROM pushes WHERE project_id=? AND state='pushed'",
+            (project_id,),
+        )
+        return [dict(row) for row in rows]
+
+    def events(
+        self,
+        *,
+        since: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        blob: str | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        sql, params = "SELECT * FROM events WHERE 1=1", []
+        for column, value in (("actor", actor), ("action", action), ("blob", blob)):
+            if value:
+                sql += f" AND {column}=?"
+                params.append(value)
+        if since:
+            sql += " AND at>=?"
+            params.append(since)
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [
+            Event(
+                row["id"],
+                row["at"],
+                row["actor"],
+                row["action"],
+                row["container"],
+                row["blob"],
+                row["etag"],
+                row["project_id"],
+                row["outcome"],
+                row["image_id"],
+                json.loads(row["details"] or "{}"),
+            )
+            for row in self._query(sql, params)
+        ]
+
+    # -- review decisions ---------------------------------------------------------------------------
+
+    def _set_review(self, db, key: BlobKey, review: str, reason: str | None, actor: str, **extra: Any) -> None:
+        db.execute(
+            "INSERT INTO blobs (container, name, etag, review, reason, model_name, model_version, updated_at, "
+            "updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (container, name, etag) DO UPDATE SET "
+            "review=excluded.review, reason=excluded.reason, updated_at=excluded.updated_at, "
+            "updated_by=excluded.updated_by, model_name=COALESCE(excluded.model_name, blobs.model_name), "
+            "model_version=COALESCE(excluded.model_version, blobs.model_version)",
+            (*key, review, reason, extra.get("model_name"), extra.get("model_version"), _now(), actor),
+        )
+
+    def reject(self, keys: Iterable[BlobKey], *, actor: str, reason: str = "rejected by reviewer") -> int:
+        return self._review_many(keys, Review.REJECTED, reason, actor, "reject")
+
+    def restore(self, keys: Iterable[BlobKey], *, actor: str) -> int:
+        return self._review_many(keys, Review.NEW, None, actor, "restore")
+
+    def mark_near_duplicates(self, keys: Iterable[BlobKey], *, of: BlobKey, actor: str) -> int:
+        return self._review_many(keys, Review.NEAR_DUPLICATE, f"near-duplicate of {of[1]}", actor, "near-duplicate")
+
+    def _review_many(self, keys: Iterable[BlobKey], review: str, reason: str | None, actor: str, action: str) -> int:
+        keys = list(keys)
+        with self._transaction() as db:
+            for key in keys:
+                self._set_review(db, key, review, reason, actor)
+                self._event(db, actor, action, key, outcome=review, details={"reason": reason} if reason else None)
+        return len(keys)
+
+    def note_content(
+        self,
+        key: BlobKey,
+        *,
+        sha256: str,
+        phash: str | None = None,
+        model: tuple[str, str] | None = None,
+        actor: str = "system",
+    ) -> None:
+        """Remember the plaintext's hashes (never the plaintext) so dry runs need not decrypt again."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO blobs (container, name, etag, sha256, phash, model_name, model_version, updated_at, "
+                "updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (container, name, etag) DO UPDATE SET "
+                "sha256=excluded.sha256, phash=COALESCE(excluded.phash, blobs.phash), "
+                "review=CASE WHEN blobs.review='undecryptable' THEN 'new' ELSE blobs.review END",
+                (*key, sha256, phash, *(model or (None, None)), _now(), actor),
+            )
+
+    def note_undecryptable(self, key: BlobKey, *, reason: str, actor: str) -> None:
+        with self._transaction() as db:
+            current = db.execute(
+                "SELECT review, reason FROM blobs WHERE container=? AND name=? AND etag=?", key
+            ).fetchone()
+            if current and current["review"] == Review.REJECTED:
+                return  # a reviewer's decision outranks what a run found
+            if current and current["review"] == Review.UNDECRYPTABLE and current["reason"] == reason:
+                return
+            self._set_review(db, key, Review.UNDECRYPTABLE, reason, actor)
+            self._event(db, actor, "undecryptable", key, outcome=reason)
+
+    # -- pushes ------------------------------------------------------------------------------------
+
+    def new_run_id(self) -> str:
+        return f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+
+    def _claim_is_dead(self, claim: str | None, claimed_at: float | None, now: float) -> bool:
+        if not claim:
+            return True
+        host, _, rest = claim.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host == self.host and pid_text.isdigit() and int(pid_text) != self.pid:
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+        return claimed_at is None or now - claimed_at > self.lease_seconds
+
+    def claim(
+        self, keys: Sequence[BlobKey], project_id: str, run_id: str, *, actor: str, retry_failed: bool = True
+    ) -> tuple[list[BlobKey], dict[BlobKey, str]]:
+        """Claim keys for pushing. Returns (claimed, skipped key -> why).
+
+        Skipped: already pushed to the project, rejected or near-duplicate, or held by a live run.
+        A claim left by a dead run is taken over: its item may or may not have reached Custom Vision,
+        which the upload then settles (Custom Vision answers OKDuplicate for content it has).
+        """
+        claimed: list[BlobKey] = []
+        skipped: dict[BlobKey, str] = {}
+        now = _now()
+        with self._transaction() as db:
+            for key in keys:
+                review = db.execute(
+                    "SELECT review, reason FROM blobs WHERE container=? AND name=? AND etag=?", key
+                ).fetchone()
+                if review and review["review"] in (Review.REJECTED, Review.NEAR_DUPLICATE):
+                    skipped[key] = review["review"]
+                    continue
+                row = db.execute(
+                    "SELECT state, claim, claimed_at FROM pushes WHERE container=? AND name=? AND etag=? "
+                    "AND project_id=?",
+                    (*key, project_id),
+                ).fetchone()
+                if row is not None:
+                    if row["state"] == PushState.PUSHED:
+                        skipped[key] = "already pushed"
+                        continue
+                    if row["state"] == PushState.FAILED and not retry_failed:
+                        skipped[key] = "failed before"
+                        continue
+                    if (
+                        row["state"] == PushState.PUSHING
+                        and row["claim"] != run_id
+                        and not self._claim_is_dead(row["claim"], row["claimed_at"], now)
+                    ):
+                        skipped[key] = "being pushed by another run"
+                        continue
+                db.execute(
+                    "INSERT INTO pushes (container, name, etag, project_id, state, claim, claimed_at, attempts, "
+                    "updated_at, updated_by) VALUES (?, ?, ?, ?, 'pushing', ?, ?, 1, ?, ?) "
+                    "ON CONFLICT (container, name, etag, project_id) DO UPDATE SET state='pushing', "
+                    "claim=excluded.claim, claimed_at=excluded.claimed_at, attempts=pushes.attempts+1, "
+                    "updated_at=excluded.updated_at, updated_by=excluded.updated_by",
+                    (*key, project_id, run_id, now, now, actor),
+                )
+                claimed.append(key)
+        return claimed, skipped
+
+    def heartbeat(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> None:
+        """Keep this run's claims fresh (long runs on several machines)."""
+        now = _now()
+        with self._transaction() as db:
+            for key in keys:
+                db.execute(
+                    "UPDATE pushes SET claimed_at=? WHERE container=? AND name=? AND etag=? AND project_id=? "
+                    "AND claim=? AND state='pushing'",
+                    (now, *key, project_id, run_id),
+                )
+
+    def release(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> None:
+        """Give back this run's claims on items it did not push (cancelled, undecryptable): no trace is left."""
+        with self._transaction() as db:
+            for key in keys:
+                db.execute(
+                    "DELETE FROM pushes WHERE container=? AND name=? AND etag=? AND project_id=? AND claim=? "
+                    "AND state='pushing' AND image_id IS NULL",
+                    (*key, project_id, run_id),
+                )
+
+    def record_pushed(
+        self,
+        key: BlobKey,
+        project_id: str,
+        *,
+        image_id: str,
+        sha256: str | None,
+        tags: Sequence[str],
+        actor: str,
+        outcome: str = "pushed",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO pushes (container, name, etag, project_id, state, image_id, sha256, tags, reason, "
+                "claim, claimed_at, updated_at, updated_by) VALUES (?, ?, ?, ?, 'pushed', ?, ?, ?, NULL, NULL, "
+                "NULL, ?, ?) ON CONFLICT (container, name, etag, project_id) DO UPDATE SET state='pushed', "
+                "image_id=excluded.image_id, sha256=excluded.sha256, tags=excluded.tags, reason=NULL, claim=NULL, "
+                "claimed_at=NULL, updated_at=excluded.updated_at, updated_by=excluded.updated_by",
+                (*key, project_id, image_id, sha256, json.dumps(list(tags)), _now(), actor),
+            )
+            self._event(
+                db, actor, "push", key, project_id=project_id, outcome=outcome, image_id=image_id, details=details
+            )
+
+    def record_failed(
+        self,
+        key: BlobKey,
+        project_id: str,
+        *,
+        reason: str,
+        actor: str,
+        retryable: bool,
+        sha256: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO pushes (container, name, etag, project_id, state, sha256, reason, updated_at, updated_by)"
+                " VALUES (?, ?, ?, ?, 'failed', ?, ?, ?, ?) ON CONFLICT (container, name, etag, project_id) DO UPDATE"
+                " SET state='failed', reason=excluded.reason, sha256=COALESCE(excluded.sha256, pushes.sha256), "
+                "claim=NULL, claimed_at=NULL, updated_at=excluded.updated_at, updated_by=excluded.updated_by "
+                "WHERE pushes.state != 'pushed'",
+                (*key, project_id, sha256, reason, _now(), actor),
+            )
+            self._event(
+                db,
+                actor,
+                "push",
+                key,
+                project_id=project_id,
+                outcome="failed" if retryable else "rejected by Custom Vision",
+                details={"reason": reason, "retryable": retryable, **(details or {})},
+            )
+
+    def forget_push(self, key: BlobKey, project_id: str, *, actor: str, reason: str) -> None:
+        """Drop a push record whose image is gone from the project (deleted in the portal), so it can go again."""
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM pushes WHERE container=? AND name=? AND etag=? AND project_id=?", (*key, project_id)
+            )
+            self._event(
+                db, actor, "forget-push", key, project_id=project_id, outcome="forgotten", details={"reason": reason}
+            )
+
+    def record_tags(
+        self,
+        key: BlobKey,
+        project_id: str,
+        *,
+        tags: Sequence[str],
+        actor: str,
+        added: Sequence[str] = (),
+        removed: Sequence[str] = (),
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE pushes SET tags=?, updated_at=?, updated_by=? WHERE container=? AND name=? AND etag=? "
+                "AND project_id=?",
+                (json.dumps(list(tags)), _now(), actor, *key, project_id),
+            )
+            self._event(
+                db,
+                actor,
+                "retag",
+                key,
+                project_id=project_id,
+                outcome="retagged",
+                details={"added": list(added), "removed": list(removed)},
+            )
+
+    def log(
+        self,
+        actor: str,
+        action: str,
+        *,
+        key: BlobKey | None = None,
+        project_id: str | None = None,
+        outcome: str | None = None,
+        image_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an event that changes no state (a training started, a dry run, a sign-in)."""
+        with self._transaction() as db:
+            self._event(
+                db, actor, action, key, project_id=project_id, outcome=outcome, image_id=image_id, details=details
+            )
+
+    @staticmethod
+    def _event(
+        db,
+        actor: str,
+        action: str,
+        key: BlobKey | None,
+        *,
+        project_id: str | None = None,
+        outcome: str | None = None,
+        image_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        container, name, etag = key if key else (None, None, None)
+        db.execute(
+            "INSERT INTO events (at, actor, action, container, blob, etag, project_id, outcome, image_id, details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                _iso(),
+                actor,
+                action,
+                container,
+                name,
+                etag,
+                project_id,
+                outcome,
+                image_id,
+                json.dumps(details) if details else None,
+            ),
+        )

@@ -1,0 +1,717 @@
+"""Push selected blobs, or push all untagged: stream download+decrypt, batch, upload, record. No UI.
+
+Memory stays bounded whatever the container's size: blobs are listed page by page, a bounded pool
+downloads and decrypts a window of them, and at most a few batches are in flight. Every blob is
+claimed in the ledger before it is pushed and settled after, so a run that is cancelled, killed or
+racing another run never pushes a blob twice and never loses one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from itertools import islice
+from typing import Any
+
+from .blobs import BlobFilter, RetrainingBlob, RetrainingDataClient, map_bounded
+from .customvision import (
+    MAX_BATCH_BYTES,
+    MAX_IMAGES_PER_BATCH,
+    MAX_METADATA_VALUE,
+    CustomVisionClient,
+    CustomVisionError,
+    PushStatus,
+    Region,
+    UploadItem,
+    UploadResult,
+)
+from .errors import BlobError, CuratorError, MissingMetadataError
+from .images import PreparedImage, prepare_for_upload
+from .ledger import BlobKey, Ledger, Review
+from .locker import Locker
+
+PROJECT_IMAGE_QUOTA = {"F0": 5_000, "S0": 100_000}
+
+
+class Provenance(StrEnum):
+    """Where each image's origin is written in Custom Vision (its metadata is per upload call)."""
+
+    IMAGE = "image"  # one image per call, with its own blob, etag, sha256...: every image traceable
+    BATCH = "batch"  # up to 64 per call, sharing model name/version and the run id: 64x fewer calls
+
+
+class Outcome(StrEnum):
+    PUSHED = "pushed"  # a new image in the project
+    DUPLICATE = "duplicate"  # its content was already in the project: recorded against that image
+    SKIPPED = "skipped"  # already pushed, rejected, a near-duplicate, or being pushed by another run
+    UNDECRYPTABLE = "undecryptable"  # tampered, unknown version, missing metadata, not an image
+    REFUSED = "refused"  # Custom Vision will not take it (format, size, ...); trying again will not help
+    FAILED = "failed"  # did not get in this time (quota, service errors); the next run tries again
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    name: str
+    etag: str
+    outcome: Outcome
+    reason: str = ""
+    image_id: str | None = None
+    model_version: str | None = None
+    fitted: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.PUSHED, Outcome.DUPLICATE, Outcome.SKIPPED)
+
+
+@dataclass
+class PushProgress:
+    done: int
+    total: int | None
+    counts: Counter
+    elapsed: float
+    last: ItemOutcome | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        landed = self.counts[Outcome.PUSHED] + self.counts[Outcome.DUPLICATE]
+        return landed / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass
+class PushReport:
+    outcomes: list[ItemOutcome] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+    run_id: str = ""
+    calls: int = 0
+    throttled: int = 0
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(o.outcome for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[ItemOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.cancelled
+
+    @property
+    def images_per_second(self) -> float:
+        landed = self.counts[Outcome.PUSHED] + self.counts[Outcome.DUPLICATE]
+        return landed / self.seconds if self.seconds else 0.0
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "blob": o.name,
+                "outcome": str(o.outcome),
+                "reason": o.reason,
+                "image_id": o.image_id,
+                "model_version": o.model_version,
+                "fitted": o.fitted,
+            }
+            for o in self.outcomes
+        ]
+
+
+@dataclass
+class DryRunReport:
+    """What push-all would do, counted without pushing."""
+
+    listed: int = 0
+    eligible: int = 0
+    already_pushed: int = 0
+    rejected: int = 0
+    near_duplicates: int = 0
+    in_progress: int = 0
+    duplicates_by_content: int = 0
+    undecryptable: Counter = field(default_factory=Counter)  # reason -> count
+    eligible_by_version: Counter = field(default_factory=Counter)  # "model version" -> count
+    eligible_by_day: Counter = field(default_factory=Counter)  # date -> count
+    project_images: int | None = None
+    project_quota: int | None = None
+
+    @property
+    def headroom(self) -> int | None:
+        if self.project_images is None or self.project_quota is None:
+            return None
+        return self.project_quota - self.project_images
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "listed": self.listed,
+            "eligible": self.eligible,
+            "already_pushed": self.already_pushed,
+            "rejected": self.rejected,
+            "near_duplicates": self.near_duplicates,
+            "in_progress_elsewhere": self.in_progress,
+            "duplicates_by_content": self.duplicates_by_content,
+            "undecryptable": sum(self.undecryptable.values()),
+            "undecryptable_by_reason": dict(self.undecryptable),
+            "eligible_by_model_version": dict(self.eligible_by_version),
+            "eligible_by_day": {str(k): v for k, v in sorted(self.eligible_by_day.items(), key=lambda kv: str(kv[0]))},
+            "project_images": self.project_images,
+            "project_quota": self.project_quota,
+            "headroom": self.headroom,
+        }
+
+
+class CancelToken:
+    """Set it from any thread to stop a run after the batches in flight."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class _Prepared:
+    blob: RetrainingBlob
+    image: PreparedImage
+
+
+def version_label(blob: RetrainingBlob) -> str:
+    return f"{blob.model_name or '?'} {blob.model_version or '?'}"
+
+
+def provenance_metadata(blob: RetrainingBlob, sha256: str) -> dict[str, str]:
+    """Each image's origin, within Custom Vision's limits (10 pairs, values <= 256 characters)."""
+    return {
+        "source_container": _fit_value(blob.container),
+        "source_blob": _fit_value(blob.name),
+        "source_etag": _fit_value(blob.etag),
+        "sha256": sha256,
+        "model_name": _fit_value(blob.model_name or ""),
+        "model_version": _fit_value(blob.model_version or ""),
+        "confidence": "" if blob.confidence is None else f"{blob.confidence:g}",
+        "captured_at": blob.captured_at.isoformat() if blob.captured_at else "",
+        "pushed_by": "percept-curator",
+    }
+
+
+def _fit_value(value: str) -> str:
+    if len(value) <= MAX_METADATA_VALUE:
+        return value
+    digest = hashlib.sha1(value.encode()).hexdigest()[:16]  # noqa: S324 - a name tag, not security
+    return value[: MAX_METADATA_VALUE - 17] + "~" + digest
+
+
+class PushPipeline:
+    """Push blobs to one Custom Vision project, recording everything in the ledger."""
+
+    def __init__(
+        self,
+        data: RetrainingDataClient,
+        locker: Locker,
+        customvision: CustomVisionClient,
+        ledger: Ledger,
+        *,
+        max_concurrency: int = 8,
+        max_uploads_in_flight: int = 3,
+        batch_bytes: int = MAX_BATCH_BYTES,
+        tier: str = "S0",
+    ) -> None:
+        self.data = data
+        self.locker = locker
+        self.customvision = customvision
+        self.ledger = ledger
+        self.max_concurrency = max_concurrency
+        self.max_uploads_in_flight = max_uploads_in_flight
+        self.batch_bytes = batch_bytes
+        self.tier = tier
+
+    @property
+    def project_id(self) -> str:
+        return self.customvision.project_id
+
+    # -- decrypting ---------------------------------------------------------------------------------
+
+    def _decrypt(self, blob: RetrainingBlob) -> bytes:
+        if not blob.has_model:
+            raise MissingMetadataError(
+                f"Blob {blob.name!r} has no model_name/model_version metadata, so its key is unknown.",
+                blob_name=blob.name,
+            )
+        return self.locker.decrypt(self.data.download(blob), blob.model_name, blob.model_version, blob_name=blob.name)
+
+    def _prepare(self, blob: RetrainingBlob) -> _Prepared:
+        plaintext = self._decrypt(blob)
+        return _Prepared(blob, prepare_for_upload(plaintext, what=f"Blob {blob.name!r}"))
+
+    # -- pushing ------------------------------------------------------------------------------------
+
+    def push(
+        self,
+        blobs: Iterable[RetrainingBlob],
+        *,
+        tags: Sequence[str] = (),
+        regions: Mapping[str, Sequence[Region]] | None = None,
+        actor: str,
+        provenance: Provenance | str = Provenance.IMAGE,
+        progress: Callable[[PushProgress], None] | None = None,
+        cancel: CancelToken | None = None,
+        total: int | None = None,
+        retry_failed: bool = True,
+    ) -> PushReport:
+        """Push `blobs` with image-level `tags` (names) and optional boxes per blob name."""
+        provenance = Provenance(provenance)
+        tag_ids = tuple(self.customvision.tag_ids(list(tags))) if tags else ()
+        run = _Run(
+            self,
+            actor=actor,
+            tag_ids=tag_ids,
+            tag_names=tuple(tags),
+            regions=regions or {},
+            provenance=provenance,
+            progress=progress,
+            cancel=cancel or CancelToken(),
+            total=total,
+            retry_failed=retry_failed,
+        )
+        return run.execute(blobs)
+
+    def push_all_untagged(
+        self,
+        blob_filter: BlobFilter | None = None,
+        *,
+        actor: str,
+        provenance: Provenance | str = Provenance.IMAGE,
+        progress: Callable[[PushProgress], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> PushReport:
+        """Every blob not yet in the project and not rejected, as untagged images: the original Function's job."""
+        candidates = self._unsettled(self.data.list_blobs(blob_filter))
+        return self.push(candidates, actor=actor, provenance=provenance, progress=progress, cancel=cancel)
+
+    def _unsettled(self, blobs: Iterable[RetrainingBlob]) -> Iterator[RetrainingBlob]:
+        """Drop, without a word, what the ledger already settled (pushed, rejected, near-duplicate)."""
+        iterator = iter(blobs)
+        while chunk := list(islice(iterator, 500)):
+            records = self.ledger.records([b.key for b in chunk], self.project_id)
+            for blob in chunk:
+                record = records.get(blob.key)
+                if record is None or record.state not in ("pushed", Review.REJECTED, Review.NEAR_DUPLICATE):
+                    yield blob
+
+    # -- dry run ---------------------------------------------------------------------------------------
+
+    def dry_run(
+        self,
+        blob_filter: BlobFilter | None = None,
+        *,
+        actor: str,
+        progress: Callable[[PushProgress], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> DryRunReport:
+        """Count what push-all would do. Contents are hashed (in memory) once per blob version and remembered."""
+        report = DryRunReport()
+        started = time.monotonic()
+        seen_content: dict[str, str] = {}
+        to_hash: list[RetrainingBlob] = []
+        counts: Counter = Counter()
+
+        def tally_eligible(blob: RetrainingBlob, sha256: str) -> None:
+            if sha256 in seen_content or self.ledger.pushed_image_for_content(self.project_id, sha256):
+                report.duplicates_by_content += 1
+                return
+            seen_content[sha256] = blob.name
+            report.eligible += 1
+            report.eligible_by_version[version_label(blob)] += 1
+            report.eligible_by_day[blob.captured_at.date() if blob.captured_at else date.min] += 1
+
+        iterator = iter(self.data.list_blobs(blob_filter))
+        while chunk := list(islice(iterator, 500)):
+            if cancel is not None and cancel.cancelled:
+                break
+            report.listed += len(chunk)
+            records = self.ledger.records([b.key for b in chunk], self.project_id)
+            for blob in chunk:
+                record = records.get(blob.key)
+                state = record.state if record else "new"
+                if state == "pushed":
+                    report.already_pushed += 1
+                elif state == Review.REJECTED:
+                    report.rejected += 1
+                elif state == Review.NEAR_DUPLICATE:
+                    report.near_duplicates += 1
+                elif record is not None and record.sha256 and state != Review.UNDECRYPTABLE:
+                    tally_eligible(blob, record.sha256)
+                else:
+                    to_hash.append(blob)
+            for blob, result in map_bounded(self._hash, to_hash, max_concurrency=self.max_concurrency):
+                if isinstance(result, CuratorError):
+                    reason = result.reason if isinstance(result, BlobError) else "error"
+                    report.undecryptable[reason] += 1
+                    self.ledger.note_undecryptable(blob.key, reason=_short_reason(result), actor=actor)
+                else:
+                    self.ledger.note_content(
+                        blob.key, sha256=result, model=(blob.model_name, blob.model_version), actor=actor
+                    )
+                    tally_eligible(blob, result)
+                counts["hashed"] += 1
+                if progress:
+                    progress(PushProgress(report.listed, None, counts, time.monotonic() - started))
+            to_hash.clear()
+        try:
+            tagged, untagged = self.customvision.image_counts()
+            report.project_images = tagged + untagged
+            report.project_quota = PROJECT_IMAGE_QUOTA.get(self.tier)
+        except CustomVisionError:
+            report.project_images = None
+        self.ledger.log(
+            actor,
+            "dry-run",
+            project_id=self.project_id,
+            outcome=f"{report.eligible} eligible",
+            details=report.as_dict(),
+        )
+        return report
+
+    def _hash(self, blob: RetrainingBlob) -> str:
+        prepared = self._prepare(blob)
+        return prepared.image.sha256
+
+    # -- review helpers that need the project ------------------------------------------------------------
+
+    def retag(
+        self, blobs: Sequence[RetrainingBlob], *, add: Sequence[str] = (), remove: Sequence[str] = (), actor: str
+    ) -> list[ItemOutcome]:
+        """Add or remove tags on images already pushed (no new upload)."""
+        records = self.ledger.records([b.key for b in blobs], self.project_id)
+        pushed = [
+            (b, records[b.key])
+            for b in blobs
+            if b.key in records and records[b.key].image_id and records[b.key].push_state == "pushed"
+        ]
+        outcomes = [
+            ItemOutcome(b.name, b.etag, Outcome.SKIPPED, "not pushed yet: push it instead")
+            for b in blobs
+            if b.key not in {p[0].key for p in pushed}
+        ]
+        if not pushed:
+            return outcomes
+        add_ids = self.customvision.tag_ids(list(add)) if add else []
+        remove_ids = self.customvision.tag_ids(list(remove)) if remove else []
+        image_ids = [record.image_id for _, record in pushed]
+        if add_ids:
+            self.customvision.add_image_tags([(i, t) for i in image_ids for t in add_ids])
+        if remove_ids:
+            self.customvision.remove_image_tags(image_ids, remove_ids)
+        lowered_remove = {r.lower() for r in remove}
+        for blob, record in pushed:
+            tags = [t for t in record.tags if t.lower() not in lowered_remove]
+            tags += [t for t in add if t.lower() not in {x.lower() for x in tags}]
+            self.ledger.record_tags(blob.key, self.project_id, tags=tags, actor=actor, added=add, removed=remove)
+            outcomes.append(
+                ItemOutcome(blob.name, blob.etag, Outcome.PUSHED, "retagged", record.image_id, version_label(blob))
+            )
+        return outcomes
+
+
+def _short_reason(error: CuratorError) -> str:
+    return f"{error.reason}: {error.message}"
+
+
+class _Run:
+    """One push run: the streaming machinery behind PushPipeline.push."""
+
+    def __init__(
+        self,
+        pipeline: PushPipeline,
+        *,
+        actor: str,
+        tag_ids: tuple[str, ...],
+        tag_names: tuple[str, ...],
+        regions: Mapping[str, Sequence[Region]],
+        provenance: Provenance,
+        progress: Callable[[PushProgress], None] | None,
+        cancel: CancelToken,
+        total: int | None,
+        retry_failed: bool,
+    ) -> None:
+        self.p = pipeline
+        self.ledger = pipeline.ledger
+        self.project_id = pipeline.project_id
+        self.actor = actor
+        self.tag_ids = tag_ids
+        self.tag_names = tag_names
+        self.regions = regions
+        self.provenance = provenance
+        self.progress = progress
+        self.cancel = cancel
+        self.total = total
+        self.retry_failed = retry_failed
+        self.run_id = self.ledger.new_run_id()
+        self.report = PushReport(run_id=self.run_id)
+        self.started = time.monotonic()
+        self.claimed: set[BlobKey] = set()  # claimed and not yet settled
+        self.content_leader: dict[str, BlobKey] = {}  # sha256 -> the blob of this run that carries it
+        self.followers: dict[BlobKey, list[_Prepared]] = defaultdict(list)
+        self.last_heartbeat = time.monotonic()
+        self.calls_before = pipeline.customvision.stats.calls
+        self.throttled_before = pipeline.customvision.stats.throttled
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+
+    def emit(self, outcome: ItemOutcome) -> None:
+        self.report.outcomes.append(outcome)
+        if self.progress:
+            self.progress(
+                PushProgress(
+                    len(self.report.outcomes), self.total, self.report.counts, time.monotonic() - self.started, outcome
+                )
+            )
+
+    def settle(
+        self,
+        blob: RetrainingBlob,
+        outcome: Outcome,
+        reason: str,
+        *,
+        image_id: str | None = None,
+        sha256: str | None = None,
+        fitted: str | None = None,
+        service_status: str | None = None,
+    ) -> None:
+        key = blob.key
+        details = {"reason": reason} if reason else {}
+        if fitted:
+            details["fitted"] = fitted
+        if service_status:
+            details["custom_vision_status"] = service_status
+        if outcome in (Outcome.PUSHED, Outcome.DUPLICATE):
+            self.ledger.record_pushed(
+                key,
+                self.project_id,
+                image_id=image_id or "",
+                sha256=sha256,
+                tags=self.tag_names,
+                actor=self.actor,
+                outcome=str(outcome),
+                details=details or None,
+            )
+        elif outcome == Outcome.UNDECRYPTABLE:
+            self.ledger.note_undecryptable(key, reason=reason, actor=self.actor)
+            self.ledger.release([key], self.project_id, self.run_id)
+        elif outcome in (Outcome.REFUSED, Outcome.FAILED):
+            self.ledger.record_failed(
+                key,
+                self.project_id,
+                reason=reason,
+                actor=self.actor,
+                retryable=outcome == Outcome.FAILED,
+                sha256=sha256,
+                details=details or None,
+            )
+        self.claimed.discard(key)
+        self.emit(ItemOutcome(blob.name, blob.etag, outcome, reason, image_id, version_label(blob), fitted))
+
+    def heartbeat(self) -> None:
+        if time.monotonic() - self.last_heartbeat > self.ledger.lease_seconds / 4 and self.claimed:
+            self.ledger.heartbeat(list(self.claimed), self.project_id, self.run_id)
+            self.last_heartbeat = time.monotonic()
+
+    # -- stages ---------------------------------------------------------------------------------------
+
+    def claimed_blobs(self, blobs: Iterable[RetrainingBlob]) -> Iterator[RetrainingBlob]:
+        iterator = iter(blobs)
+        while not self.cancel.cancelled and (chunk := list(islice(iterator, 64))):
+            unique = list({b.key: b for b in chunk}.values())
+            claimed, skipped = self.ledger.claim(
+                [b.key for b in unique], self.project_id, self.run_id, actor=self.actor, retry_failed=self.retry_failed
+            )
+            claimed_set = set(claimed)
+            for blob in unique:
+                if blob.key in skipped:
+                    self.emit(
+                        ItemOutcome(
+                            blob.name, blob.etag, Outcome.SKIPPED, skipped[blob.key], model_version=version_label(blob)
+                        )
+                    )
+            self.claimed |= claimed_set
+            yield from (b for b in unique if b.key in claimed_set)
+
+    def execute(self, blobs: Iterable[RetrainingBlob]) -> PushReport:
+        uploads: dict[Future, list[_Prepared]] = {}
+        open_batches: dict[tuple[str, str], list[_Prepared]] = defaultdict(list)
+        open_bytes: Counter = Counter()
+        prepared_stream = map_bounded(
+            self.p._prepare, self.claimed_blobs(blobs), max_concurrency=self.p.max_concurrency
+        )
+        with ThreadPoolExecutor(self.p.max_uploads_in_flight, thread_name_prefix="percept-upload") as uploader:
+
+            def submit(batch: list[_Prepared]) -> None:
+                while len(uploads) >= self.p.max_uploads_in_flight:
+                    self.collect(uploads, wait_for_one=True)
+                uploads[uploader.submit(self.upload, batch)] = batch
+
+            try:
+                for blob, result in prepared_stream:
+                    self.heartbeat()
+                    self.collect(uploads, wait_for_one=False)
+                    if isinstance(result, CuratorError):
+                        outcome = (
+                            Outcome.REFUSED
+                            if result.reason == "exceeds Custom Vision limits"
+                            else (Outcome.UNDECRYPTABLE if isinstance(result, BlobError) else Outcome.FAILED)
+                        )
+                        self.settle(blob, outcome, _short_reason(result))
+                        continue
+                    sha = result.image.sha256
+                    existing = self.ledger.pushed_image_for_content(self.project_id, sha)
+                    if existing and not self.regions.get(blob.name):
+                        self.settle(
+                            blob,
+                            Outcome.DUPLICATE,
+                            "the same image is already in the project",
+                            image_id=existing,
+                            sha256=sha,
+                        )
+                        continue
+                    leader = self.content_leader.get(sha)
+                    if leader is not None:
+                        self.followers[leader].append(result)
+                        continue
+                    self.content_leader[sha] = blob.key
+                    group = (blob.model_name or "", blob.model_version or "")
+                    if self.provenance == Provenance.IMAGE:
+                        submit([result])
+                        continue
+                    size = len(result.image.data)
+                    if open_batches[group] and (
+                        len(open_batches[group]) >= MAX_IMAGES_PER_BATCH
+                        or open_bytes[group] + size > self.p.batch_bytes
+                    ):
+                        submit(open_batches.pop(group))
+                        open_bytes[group] = 0
+                    open_batches[group].append(result)
+                    open_bytes[group] += size
+                    if self.cancel.cancelled:
+                        break
+                if not self.cancel.cancelled:
+                    for group in list(open_batches):
+                        submit(open_batches.pop(group))
+                while uploads:
+                    self.collect(uploads, wait_for_one=True)
+            finally:
+                prepared_stream.close()
+                for future in list(uploads):  # an exception above: settle what is in flight
+                    self.collect({future: uploads.pop(future)}, wait_for_one=True)
+                leftovers = [p for batch in open_batches.values() for p in batch]
+                for prepared in leftovers:
+                    self.claimed.discard(prepared.blob.key)
+                unsent = list(self.claimed) + [p.blob.key for p in leftovers]
+                if unsent:  # cancelled (or failed) before these went out: they stay eligible
+                    self.ledger.release(unsent, self.project_id, self.run_id)
+                    self.claimed.clear()
+        stats = self.p.customvision.stats
+        self.report.cancelled = self.cancel.cancelled
+        self.report.seconds = time.monotonic() - self.started
+        self.report.calls = stats.calls - self.calls_before
+        self.report.throttled = stats.throttled - self.throttled_before
+        return self.report
+
+    def upload(self, batch: list[_Prepared]) -> list[UploadResult]:
+        items = []
+        for prepared in batch:
+            blob = prepared.blob
+            regions = tuple(self.regions.get(blob.name, ()))
+            tag_ids = self.tag_ids
+            if regions:  # a box's tag tags the image too; keep both lists consistent
+                tag_ids = tuple(dict.fromkeys(tag_ids + tuple(r.tag_id for r in regions)))
+            items.append(UploadItem(name=blob.name, data=prepared.image.data, tag_ids=tag_ids, regions=regions))
+        if self.provenance == Provenance.IMAGE:
+            metadata = provenance_metadata(batch[0].blob, batch[0].image.sha256)
+        else:
+            first = batch[0].blob
+            metadata = {
+                "source_container": _fit_value(first.container),
+                "model_name": _fit_value(first.model_name or ""),
+                "model_version": _fit_value(first.model_version or ""),
+                "push_run": _fit_value(self.run_id),
+                "pushed_by": "percept-curator",
+            }
+        return self.p.customvision.upload(items, batch_metadata=metadata)
+
+    def collect(self, uploads: dict[Future, list[_Prepared]], *, wait_for_one: bool) -> None:
+        if not uploads:
+            return
+        done, _ = wait(list(uploads), timeout=None if wait_for_one else 0, return_when=FIRST_COMPLETED)
+        for future in done:
+            batch = uploads.pop(future)
+            try:
+                results = future.result()
+            except CuratorError as exc:
+                retryable = getattr(exc, "retryable", True)
+                results = [
+                    UploadResult(
+                        p.blob.name, PushStatus.FAILED if retryable else PushStatus.REJECTED, None, exc.message
+                    )
+                    for p in batch
+                ]
+            for prepared, result in zip(batch, results, strict=True):
+                self.settle_upload(prepared, result)
+
+    def settle_upload(self, prepared: _Prepared, result: UploadResult) -> None:
+        outcome = {
+            PushStatus.PUSHED: Outcome.PUSHED,
+            PushStatus.DUPLICATE: Outcome.DUPLICATE,
+            PushStatus.REJECTED: Outcome.REFUSED,
+            PushStatus.FAILED: Outcome.FAILED,
+        }[result.status]
+        image = prepared.image
+        self.settle(
+            prepared.blob,
+            outcome,
+            result.reason if outcome != Outcome.PUSHED else "",
+            image_id=result.image_id,
+            sha256=image.sha256,
+            fitted=image.fitted,
+            service_status=result.service_status,
+        )
+        for follower in self.followers.pop(prepared.blob.key, []):
+            if outcome in (Outcome.PUSHED, Outcome.DUPLICATE):
+                self.settle(
+                    follower.blob,
+                    Outcome.DUPLICATE,
+                    f"same image as {prepared.blob.name}",
+                    image_id=result.image_id,
+                    sha256=image.sha256,
+                )
+            else:
+                self.settle(
+                    follower.blob,
+                    outcome,
+                    f"same image as {prepared.blob.name}, which: {result.reason}",
+                    sha256=image.sha256,
+                )
+
+
+__all__ = [
+    "CancelToken",
+    "DryRunReport",
+    "ItemOutcome",
+    "Outcome",
+    "Provenance",
+    "PushPipeline",
+    "PushProgress",
+    "PushReport",
+    "provenance_metadata",
+]

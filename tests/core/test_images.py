@@ -1,0 +1,129 @@
+"""Images: what Custom Vision accepts, fitting what it would refuse, thumbnails, bombs, near-duplicates."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from datetime import datetime, timedelta
+
+import pytest
+from PIL import Image
+
+from percept_core.images import (
+    MAX_SIDE,
+    MAX_UPLOAD_BYTES,
+    ImageLimitError,
+    NotAnImageError,
+    check_limits,
+    inspect_image,
+    near_duplicate_groups,
+    perceptual_hash,
+    prepare_for_upload,
+    sha256_hex,
+    thumbnail,
+)
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def noise(width: int, height: int, seed: int = 1) -> Image.Image:
+    import random
+
+    rng = random.Random(seed)
+    return Image.frombytes("RGB", (width, height), bytes(rng.getrandbits(8) for _ in range(width * height * 3)))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "GIF"])
+def test_accepted_formats_go_as_they_are(fmt):
+    data = encode(Image.new("RGB", (400, 300), (10, 120, 200)), fmt)
+    prepared = prepare_for_upload(data)
+    assert prepared.data == data and prepared.fitted is None
+    assert prepared.format == fmt and (prepared.width, prepared.height) == (400, 300)
+    assert prepared.sha256 == sha256_hex(data)
+
+
+def test_other_formats_are_re_encoded_as_jpeg_and_say_so():
+    data = encode(Image.new("RGB", (300, 200), "red"), "WEBP")
+    prepared = prepare_for_upload(data)
+    assert prepared.format == "JPEG" and "format WEBP" in prepared.fitted
+    assert inspect_image(prepared.data).format == "JPEG"
+    assert prepared.sha256 == sha256_hex(data)  # provenance names the plaintext, not the re-encoding
+
+
+def test_images_over_6_mb_are_fitted_under_the_limit():
+    data = encode(noise(2000, 1500), "PNG")
+    assert len(data) > MAX_UPLOAD_BYTES
+    prepared = prepare_for_upload(data)
+    assert len(prepared.data) <= MAX_UPLOAD_BYTES and "over the 6 MB limit" in prepared.fitted
+    assert (prepared.width, prepared.height) == (2000, 1500)
+
+
+def test_images_over_10240_px_are_downscaled_and_fitting_is_deterministic():
+    data = encode(Image.new("L", (MAX_SIDE + 500, 600), 128), "PNG")
+    first, second = prepare_for_upload(data), prepare_for_upload(data)
+    assert first.width == MAX_SIDE and first.data == second.data  # a re-run uploads identical bytes
+    assert not check_limits(inspect_image(first.data))
+
+
+def test_aspect_ratio_over_25_to_1_is_refused_with_the_reason():
+    data = encode(Image.new("RGB", (2600, 100), "white"), "PNG")
+    with pytest.raises(ImageLimitError, match="25:1"):
+        prepare_for_upload(data, what="Blob 'x.jpg.dec'")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"%PDF-1.7 not an image at all" * 10, "not an image"),
+        (b"\xff\xd8\xff\xe0" + b"\0" * 50, "image"),
+    ],
+)
+def test_non_images_are_refused_clearly(data, message):
+    with pytest.raises(NotAnImageError, match=message):
+        prepare_for_upload(data)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding():
+    # A valid PNG header that declares 60,000 x 60,000 pixels, with a tiny payload.
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 0, 0, 0, 0)
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.raises(NotAnImageError, match="decompression bomb|too large"):
+        thumbnail(bomb)
+    with pytest.raises(NotAnImageError):
+        prepare_for_upload(bomb)
+
+
+def test_thumbnails_are_small_jpegs_that_keep_the_aspect_ratio():
+    data = encode(Image.new("RGB", (1920, 1080), "green"))
+    thumb = inspect_image(thumbnail(data))
+    assert thumb.format == "JPEG" and thumb.width == 320 and thumb.height == 180
+
+
+def test_near_duplicate_frames_of_a_burst_group_together_and_others_do_not():
+    base = noise(320, 240, seed=3)
+    burst = [base, base.point(lambda v: min(255, v + 3)), base.crop((2, 0, 320, 240)).resize((320, 240))]
+    other = noise(320, 240, seed=4)
+    t0 = datetime(2026, 11, 2, 10, 0, 0)
+    items = [
+        (f"b{i}", perceptual_hash(encode(img)), "people-counter 1.0", t0 + timedelta(seconds=i))
+        for i, img in enumerate(burst)
+    ]
+    items.append(("other", perceptual_hash(encode(other)), "people-counter 1.0", t0 + timedelta(seconds=3)))
+    items.append(("later", items[0][1], "people-counter 1.0", t0 + timedelta(hours=2)))  # same view, not a burst
+    items.append(("elsewhere", items[0][1], "shelf-monitor 2.3", t0))  # another model version
+    groups = near_duplicate_groups(items, max_distance=6)
+    assert sorted(map(sorted, groups)) == [["b0", "b1", "b2"], ["elsewhere"], ["later"], ["other"]]
