@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from fastapi import Request
+
 KINDS = ("429", "500", "503", "401", "reset", "reset_after", "slow")
 
 
@@ -105,7 +107,6 @@ def install_faults(
     rate_limit_message: Callable[[str, float], str] | None = None,
 ) -> None:
     """Wrap `app` (FastAPI) with the plan and add the /_emulator/faults admin routes."""
-    from fastapi import Request
 
     @app.get("/_emulator/faults")
     def get_faults() -> list[dict]:

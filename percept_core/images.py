@@ -208,3 +208,50 @@ def near_duplicate_groups(
             groups.append(group)
         candidates.append((phash, captured_at, group))
     return groups
+
+
+class PreviewCache:
+    """A bounded, thread-safe LRU of thumbnails (bytes), for one session: never share it between users."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        from collections import OrderedDict
+        from threading import Lock
+
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Any, bytes | Exception] = OrderedDict()
+        self._bytes = 0
+        self._lock = Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._items
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: Any) -> bytes | Exception | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: bytes | Exception) -> None:
+        """Remember a thumbnail, or the error that stands in for it (errors cost no bytes)."""
+        size = len(value) if isinstance(value, bytes) else 0
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._bytes -= len(old) if isinstance(old, bytes) else 0
+            self._items[key] = value
+            self._bytes += size
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= len(evicted) if isinstance(evicted, bytes) else 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0

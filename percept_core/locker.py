@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .errors import AuthenticationError, IntegrityError, ServiceError, UnknownModelVersionError
+from .errors import AuthenticationError, CuratorError, IntegrityError, ServiceError, UnknownModelVersionError
 
 SALT = b"Microsoft Santa Cruz Secure AI Lifecycle"
 ROUNDS = 100_000
@@ -240,7 +240,13 @@ class KeyServiceClient:
     def _resolve_bootstrap_secret(self) -> str:
         if self._bootstrap_secret:
             return self._bootstrap_secret
-        from azure.core.exceptions import AzureError
+        from azure.core.exceptions import (
+            AzureError,
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+            ServiceRequestError,
+        )
         from azure.keyvault.secrets import SecretClient
 
         info = self.bootstrap()
@@ -250,19 +256,45 @@ class KeyServiceClient:
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
-        kwargs = dict(self._secret_client_kwargs)
+        kwargs = {"retry_connect": 1, **self._secret_client_kwargs}
         if isinstance(self._verify, str):
             kwargs.setdefault("connection_verify", self._verify)
+        failure: CuratorError | None = None
+        value = None
         try:
             with SecretClient(vault_url, credential, **kwargs) as client:
                 value = client.get_secret(info.secret_name).value
-        except AzureError as exc:
-            raise AuthenticationError(
-                f"Could not read the MM bootstrap secret {info.secret_name!r} from Key Vault {vault_url}: "
-                f"{exc.__class__.__name__}.",
+        except ResourceNotFoundError:
+            failure = ServiceError(
+                f"Key Vault {vault_url} has no secret named {info.secret_name!r} (the name MM's bootstrap gave).",
+                hint="Check that mm_server_url and the vault belong to the same MM deployment.",
+            )
+        except ClientAuthenticationError as exc:
+            failure = AuthenticationError(
+                f"Key Vault {vault_url} refused to give the MM bootstrap secret {info.secret_name!r} "
+                f"({exc.status_code or 'no token'}).",
                 hint="Sign in (az login, or set AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID) with an "
                 "identity that may get secrets in that vault.",
-            ) from None
+            )
+        except ServiceRequestError as exc:
+            tls = "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
+            failure = ServiceError(
+                f"TLS verification failed for Key Vault {vault_url}."
+                if tls
+                else f"Could not reach Key Vault {vault_url} ({exc.__class__.__name__}).",
+                hint="The vault's certificate is not trusted; fix the certificate rather than the check."
+                if tls
+                else "Check the network and the vault name.",
+            )
+        except HttpResponseError as exc:
+            failure = ServiceError(f"Key Vault {vault_url} answered {exc.status_code} for the MM bootstrap secret.")
+        except AzureError as exc:
+            failure = ServiceError(
+                f"Could not read the MM bootstrap secret from {vault_url} ({exc.__class__.__name__})."
+            )
+        if failure is not None:
+            # Raised outside the except block: the SDK's exception (request, token, socket) is not kept alive.
+            raise failure
         if not value:
             raise AuthenticationError(f"Key Vault secret {info.secret_name!r} in {vault_url} is empty.")
         return value

@@ -704,7 +704,62 @@ class _Run:
                 )
 
 
+class BackgroundPush:
+    """A push run in a thread of its own, so it outlives the page that started it (a closed tab).
+
+    The app keeps these in a process-wide registry; the ledger's claims make a restarted app resume
+    where a killed one stopped.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Callable[[PushProgress], None], CancelToken], PushReport],
+        *,
+        description: str,
+        actor: str,
+        total: int | None = None,
+    ) -> None:
+        self.description = description
+        self.actor = actor
+        self.total = total
+        self.cancel_token = CancelToken()
+        self.progress: PushProgress | None = None
+        self.report: PushReport | None = None
+        self.error: BaseException | None = None
+        self.started_at = time.time()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._main, args=(run,), name="percept-push", daemon=True)
+
+    def start(self) -> BackgroundPush:
+        self._thread.start()
+        return self
+
+    def _main(self, run) -> None:
+        try:
+            self.report = run(self._on_progress, self.cancel_token)
+        except BaseException as exc:  # reported to whoever looks at the job
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def _on_progress(self, progress: PushProgress) -> None:
+        if self.total is not None and progress.total is None:
+            progress.total = self.total
+        self.progress = progress
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def cancel(self) -> None:
+        self.cancel_token.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+
 __all__ = [
+    "BackgroundPush",
     "CancelToken",
     "DryRunReport",
     "ItemOutcome",
