@@ -7,7 +7,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -223,17 +223,27 @@ class RetrainingDataClient:
             if not pager.continuation_token:
                 return
 
-    def list_blobs(self, blob_filter: BlobFilter | None = None) -> Iterator[RetrainingBlob]:
-        """Every matching blob, streamed page by page (never the whole listing in memory)."""
+    def list_blobs(
+        self, blob_filter: BlobFilter | None = None, *, predicate: Callable[[RetrainingBlob], bool] | None = None
+    ) -> Iterator[RetrainingBlob]:
+        """Every matching blob, streamed page by page (never the whole listing in memory).
+
+        `predicate` adds a test of the caller's (the review state from the ledger, say).
+        """
         blob_filter = blob_filter or BlobFilter()
         for _, page, _ in self._pages(blob_filter, None, self.list_page_size):
             for properties in page:
                 blob = RetrainingBlob.from_properties(self.container, properties)
-                if blob_filter.matches(blob):
+                if blob_filter.matches(blob) and (predicate is None or predicate(blob)):
                     yield blob
 
     def list_page(
-        self, blob_filter: BlobFilter | None = None, *, page_size: int = 48, continuation: str | None = None
+        self,
+        blob_filter: BlobFilter | None = None,
+        *,
+        page_size: int = 48,
+        continuation: str | None = None,
+        predicate: Callable[[RetrainingBlob], bool] | None = None,
     ) -> BlobPage:
         """The next `page_size` matching blobs after `continuation`, listing no further than needed."""
         blob_filter = blob_filter or BlobFilter()
@@ -244,7 +254,7 @@ class RetrainingDataClient:
         for current_marker, entries, next_marker in self._pages(blob_filter, marker, per_page):
             for index in range(offset, len(entries)):
                 blob = RetrainingBlob.from_properties(self.container, entries[index])
-                if not blob_filter.matches(blob):
+                if not blob_filter.matches(blob) or (predicate is not None and not predicate(blob)):
                     continue
                 found.append(blob)
                 if len(found) == page_size:

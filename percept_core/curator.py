@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient
 from .config import Settings
 from .customvision import CustomVisionClient, IterationInfo, ProjectInfo, Region, TagInfo
-from .errors import MissingMetadataError
+from .errors import CuratorError, MissingMetadataError
 from .images import THUMBNAIL_SIZE, thumbnail
 from .ledger import DEFAULT_LEDGER_PATH, BlobRecord, Ledger, default_actor
 from .locker import KeyServiceClient, Locker
@@ -55,14 +56,49 @@ class Curator:
 
     # -- blobs --------------------------------------------------------------------------------------
 
-    def blobs(self, blob_filter: BlobFilter | None = None, **filter_fields: Any) -> Iterator[RetrainingBlob]:
-        """Every matching retraining blob, streamed; keyword arguments build a BlobFilter."""
-        return self.data.list_blobs(blob_filter or BlobFilter(**filter_fields))
+    def blobs(
+        self, blob_filter: BlobFilter | None = None, *, states: Sequence[str] = (), **filter_fields: Any
+    ) -> Iterator[RetrainingBlob]:
+        """Every matching retraining blob, streamed; keyword arguments build a BlobFilter.
+
+        `states` keeps blobs whose review state (see `state_of`) is one of them, from the ledger,
+        before anything is decrypted.
+        """
+        return self.data.list_blobs(blob_filter or BlobFilter(**filter_fields), predicate=self._state_predicate(states))
 
     def blob_page(
-        self, blob_filter: BlobFilter | None = None, *, page_size: int = 48, continuation: str | None = None
+        self,
+        blob_filter: BlobFilter | None = None,
+        *,
+        states: Sequence[str] = (),
+        page_size: int = 48,
+        continuation: str | None = None,
     ) -> BlobPage:
-        return self.data.list_page(blob_filter, page_size=page_size, continuation=continuation)
+        """One page of matching blobs; the continuation token gives the next page (None at the end)."""
+        return self.data.list_page(
+            blob_filter, page_size=page_size, continuation=continuation, predicate=self._state_predicate(states)
+        )
+
+    def state_of(self, blob: RetrainingBlob, record: BlobRecord | None = None) -> str:
+        """new, pushed, failed, pushing, rejected, near_duplicate or cannot decrypt (known without decrypting)."""
+        if record is not None and record.state != "new":
+            return "cannot decrypt" if record.state == "undecryptable" else record.state
+        return "cannot decrypt" if not blob.has_model else "new"
+
+    def _state_predicate(self, states: Sequence[str]) -> Callable[[RetrainingBlob], bool] | None:
+        if not states:
+            return None
+        wanted = set(states)
+        project_id = self.settings.custom_vision_project_id
+        known = self.ledger.states(project_id)  # one snapshot: key -> state, for keys not "new"
+
+        def matches(blob: RetrainingBlob) -> bool:
+            state = known.get(blob.key, "new")
+            if state == "undecryptable" or (state == "new" and not blob.has_model):
+                state = "cannot decrypt"
+            return state in wanted
+
+        return matches
 
     def blob(self, name: str) -> RetrainingBlob:
         return self.data.get_blob(name)
@@ -185,9 +221,52 @@ class Curator:
             iteration = self.customvision.wait_for_training(iteration.id, on_poll=on_poll)
         return iteration
 
+    def check_connections(self) -> list[ConnectionCheck]:
+        """Reach storage, the MM server (bootstrap and login) and Custom Vision; one clear line each."""
+        return check_connections(self)
+
     def status(self) -> dict[str, int]:
         """The ledger's counts for the current project."""
         return self.ledger.summary(self.settings.custom_vision_project_id)
 
     def _who(self, actor: str | None) -> str:
         return actor or self.actor
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    service: str
+    ok: bool
+    message: str
+
+
+def check_connections(curator: Curator) -> list[ConnectionCheck]:
+    checks: list[ConnectionCheck] = []
+
+    def attempt(service: str, action: Callable[[], str]) -> None:
+        try:
+            checks.append(ConnectionCheck(service, True, action()))
+        except CuratorError as exc:
+            checks.append(ConnectionCheck(service, False, str(exc)))
+        except Exception as exc:  # an SDK error we did not map: say what it was, never a secret
+            checks.append(ConnectionCheck(service, False, f"{exc.__class__.__name__} (unexpected)"))
+
+    def storage() -> str:
+        page = curator.data.list_page(page_size=1)
+        container = curator.settings.mm_telemetry_storage_container
+        return f"container {container!r} is readable ({'not empty' if page.blobs else 'empty'})"
+
+    def mm() -> str:
+        client = curator.key_service
+        info = client.bootstrap()
+        client.login()
+        return f"bootstrap answered (vault {info.key_vault!r}) and login succeeded"
+
+    def customvision() -> str:
+        project = curator.customvision.project(refresh=True)
+        return f"project {project.name!r} ({project.kind}) is reachable with the training key"
+
+    attempt("Storage", storage)
+    attempt("MM server", mm)
+    attempt("Custom Vision", customvision)
+    return checks

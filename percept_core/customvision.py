@@ -22,9 +22,7 @@ from azure.cognitiveservices.vision.customvision.training.models import (
     CustomVisionErrorException,
     ImageFileCreateBatch,
     ImageFileCreateEntry,
-    ImageRegionCreateBatch,
     ImageRegionCreateEntry,
-    ImageTagCreateBatch,
     ImageTagCreateEntry,
 )
 from azure.cognitiveservices.vision.customvision.training.models import Region as SdkRegion
@@ -516,8 +514,8 @@ class CustomVisionClient:
         """Tag existing images: (image id, tag id) pairs, 128 per call."""
         for start in range(0, len(pairs), MAX_TAGS_PER_IMAGE_CALL):
             chunk = pairs[start : start + MAX_TAGS_PER_IMAGE_CALL]
-            batch = ImageTagCreateBatch(tags=[ImageTagCreateEntry(image_id=i, tag_id=t) for i, t in chunk])
-            self._call("tag images", self._trainer.create_image_tags, self.project_id, batch)
+            entries = [ImageTagCreateEntry(image_id=i, tag_id=t) for i, t in chunk]
+            self._call("tag images", self._trainer.create_image_tags, self.project_id, entries)
         self._tags = None
 
     def remove_image_tags(self, image_ids: Sequence[str], tag_ids: Sequence[str]) -> None:
@@ -537,15 +535,13 @@ class CustomVisionClient:
         created: list[str] = []
         for start in range(0, len(regions), MAX_REGIONS_PER_CALL):
             chunk = regions[start : start + MAX_REGIONS_PER_CALL]
-            batch = ImageRegionCreateBatch(
-                regions=[
-                    ImageRegionCreateEntry(
-                        image_id=image_id, tag_id=r.tag_id, left=r.left, top=r.top, width=r.width, height=r.height
-                    )
-                    for r in chunk
-                ]
-            )
-            summary = self._call("add regions", self._trainer.create_image_regions, self.project_id, batch)
+            entries = [
+                ImageRegionCreateEntry(
+                    image_id=image_id, tag_id=r.tag_id, left=r.left, top=r.top, width=r.width, height=r.height
+                )
+                for r in chunk
+            ]
+            summary = self._call("add regions", self._trainer.create_image_regions, self.project_id, entries)
             created += [r.region_id for r in summary.created or []]
         return created
 

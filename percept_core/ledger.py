@@ -171,7 +171,8 @@ class Ledger:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already (e.g. on SQLITE_BUSY)
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
@@ -223,6 +224,21 @@ class Ledger:
             sql += " AND container=?"
             params.append(container)
         return {(r[0], r[1], r[2]) for r in self._query(sql, params)}
+
+    def states(self, project_id: str | None) -> dict[BlobKey, str]:
+        """Every key whose state is not "new", with its state for the project (as BlobRecord.state)."""
+        states: dict[BlobKey, str] = {
+            (r[0], r[1], r[2]): r[3]
+            for r in self._query("SELECT container, name, etag, review FROM blobs WHERE review != 'new'")
+        }
+        if project_id:
+            for container, name, etag, state in self._query(
+                "SELECT container, name, etag, state FROM pushes WHERE project_id=?", (project_id,)
+            ):
+                key = (container, name, etag)
+                if state == PushState.PUSHED or key not in states:
+                    states[key] = state
+        return states
 
     def pushed_image_for_content(self, project_id: str, sha256: str) -> str | None:
         rows = self._query(

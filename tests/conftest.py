@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from devstack.azurite import AzuriteProcess
+from devstack.customvision_server import CustomVisionEmulatorConfig
+from devstack.customvision_server import create_app as create_cv_app
 from devstack.mm_server import MMEmulatorConfig
 from devstack.mm_server import create_app as create_mm_app
 from devstack.servers import ServerHandle, free_port, serve_in_thread
@@ -41,7 +43,34 @@ class LocalStack:
     azurite: AzuriteProcess
     mm: ServerHandle
     mm_config: MMEmulatorConfig
+    customvision: ServerHandle | None = None
+    training_key: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def emulator(self):
+        """The Custom Vision emulator's store and counters (for assertions)."""
+        return self.customvision.server.config.app.state.emulator
+
+    def new_project(self, name: str = "test project", *, detection: bool = False, tags: tuple[str, ...] = ()):
+        """A fresh Custom Vision project through the real SDK; returns its id."""
+        from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
+        from msrest.authentication import ApiKeyCredentials
+
+        trainer = CustomVisionTrainingClient(
+            self.customvision.url, ApiKeyCredentials(in_headers={"Training-key": self.training_key})
+        )
+        domain_id = None
+        if detection:
+            domain_id = next(d.id for d in trainer.get_domains() if d.type == "ObjectDetection")
+        project = trainer.create_project(
+            f"{name} {secrets.token_hex(3)}",
+            domain_id=domain_id,
+            classification_type=None if detection else "Multilabel",
+        )
+        for tag in tags:
+            trainer.create_tag(project.id, tag)
+        return project.id
 
     @property
     def storage_connection_string(self) -> str:
@@ -54,6 +83,15 @@ class LocalStack:
     def settings(self, **overrides) -> Settings:
         values = {
             "mm_server_url": self.mm.url,
+            **(
+                {
+                    "custom_vision_endpoint": self.customvision.url,
+                    "custom_vision_training_key": self.training_key,
+                    "custom_vision_rate_per_second": "1000",
+                }
+                if self.customvision
+                else {}
+            ),
             "mm_storage_account": "devstoreaccount1",
             "mm_telemetry_storage_container": self.mm_config.container,
             "mm_storage_connection_string": self.azurite.connection_string,
@@ -79,7 +117,14 @@ def stack(azurite) -> Iterator[LocalStack]:
         bootstrap_secret=secrets.token_urlsafe(24),
     )
     mm = serve_in_thread(create_mm_app(config))
-    yield LocalStack(azurite, mm, config)
+    training_key = secrets.token_hex(16)
+    customvision = serve_in_thread(
+        create_cv_app(
+            CustomVisionEmulatorConfig(training_keys=(training_key,), rate_per_second=None, training_seconds=0.5)
+        )
+    )
+    yield LocalStack(azurite, mm, config, customvision, training_key)
+    customvision.stop()
     mm.stop()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def _claim_all(path: str) -> list:
 def test_two_processes_claiming_at_once_split_the_work(tmp_path):
     path = str(tmp_path / "shared.sqlite")
     Ledger(path)
-    with ProcessPoolExecutor(2) as pool:
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         first, second = pool.map(_claim_all, [path, path])
     assert sorted(first + second) == sorted(KEYS)
     assert not set(first) & set(second)
