@@ -382,6 +382,7 @@ class Locker:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self.fetches = 0  # how many keys were fetched and derived (tests and benchmarks read it)
+        self.decryptions = 0  # how many blobs were decrypted (the app's caching is checked with it)
 
     def key_for(self, model_name: str, model_version: str) -> DerivedKey:
         ident = (model_name, model_version)
@@ -399,7 +400,10 @@ class Locker:
         return cached
 
     def decrypt(self, ciphertext: bytes, model_name: str, model_version: str, *, blob_name: str | None = None) -> bytes:
-        return decrypt_bytes(ciphertext, self.key_for(model_name, model_version), blob_name=blob_name)
+        key = self.key_for(model_name, model_version)
+        with self._guard:
+            self.decryptions += 1
+        return decrypt_bytes(ciphertext, key, blob_name=blob_name)
 
     def forget(self) -> None:
         """Drop every cached key (after a key rotation)."""
