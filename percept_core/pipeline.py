@@ -564,6 +564,8 @@ class _Run:
 
             try:
                 for blob, result in prepared_stream:
+                    if self.cancel.cancelled:
+                        break  # what was claimed and not sent is released below
                     self.heartbeat()
                     self.collect(uploads, wait_for_one=False)
                     if isinstance(result, CuratorError):
@@ -603,8 +605,6 @@ class _Run:
                         open_bytes[group] = 0
                     open_batches[group].append(result)
                     open_bytes[group] += size
-                    if self.cancel.cancelled:
-                        break
                 if not self.cancel.cancelled:
                     for group in list(open_batches):
                         submit(open_batches.pop(group))

@@ -120,7 +120,9 @@ def stack(azurite) -> Iterator[LocalStack]:
     training_key = secrets.token_hex(16)
     customvision = serve_in_thread(
         create_cv_app(
-            CustomVisionEmulatorConfig(training_keys=(training_key,), rate_per_second=None, training_seconds=0.5)
+            CustomVisionEmulatorConfig(
+                training_keys=(training_key,), rate_per_second=None, training_seconds=0.5, max_projects=100_000
+            )
         )
     )
     yield LocalStack(azurite, mm, config, customvision, training_key)
