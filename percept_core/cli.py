@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="image: each image carries its blob's provenance (one call each); batch: 64 per call",
     )
 
+    reject = sub.add_parser("reject", help="reject blobs: push-untagged leaves them out (reversible)")
+    reject.add_argument("blobs", nargs="+", metavar="BLOB")
+    reject.add_argument("--reason", default="rejected by reviewer")
+    restore = sub.add_parser("restore", help="undo a rejection")
+    restore.add_argument("blobs", nargs="+", metavar="BLOB")
+
     sub.add_parser("status", help="the ledger's summary and the project's image counts")
 
     train = sub.add_parser("train", help="start training the project")
@@ -125,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "decrypt": _decrypt,
             "push": _push,
             "push-untagged": _push_untagged,
+            "reject": _reject,
+            "restore": _restore,
             "status": _status,
             "train": _train,
         }[args.command]
@@ -277,6 +285,20 @@ def _push_untagged(curator, args, out: _Output) -> int:
         if bar:
             bar.close()
     return _report(out, report, "push-untagged")
+
+
+def _reject(curator, args, out: _Output) -> int:
+    blobs = [curator.blob(name) for name in args.blobs]
+    curator.reject(blobs, reason=args.reason)
+    out.emit({"rejected": args.blobs}, f"rejected {len(blobs)} blob(s): push-untagged leaves them out")
+    return EXIT_OK
+
+
+def _restore(curator, args, out: _Output) -> int:
+    blobs = [curator.blob(name) for name in args.blobs]
+    curator.restore(blobs)
+    out.emit({"restored": args.blobs}, f"restored {len(blobs)} blob(s)")
+    return EXIT_OK
 
 
 def _status(curator, args, out: _Output) -> int:

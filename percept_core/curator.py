@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient
+from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, map_bounded
 from .config import Settings
 from .customvision import CustomVisionClient, IterationInfo, ProjectInfo, Region, TagInfo
-from .errors import CuratorError, MissingMetadataError
-from .images import THUMBNAIL_SIZE, thumbnail
+from .errors import BlobError, CuratorError, MissingMetadataError
+from .images import THUMBNAIL_SIZE, PreviewCache, thumbnail
 from .ledger import DEFAULT_LEDGER_PATH, BlobRecord, Ledger, default_actor
 from .locker import KeyServiceClient, Locker
 from .pipeline import CancelToken, DryRunReport, ItemOutcome, Provenance, PushPipeline, PushProgress, PushReport
@@ -117,6 +117,48 @@ class Curator:
     def preview(self, blob: RetrainingBlob, *, size: tuple[int, int] = THUMBNAIL_SIZE) -> bytes:
         """A JPEG thumbnail of the decrypted frame (in memory only)."""
         return thumbnail(self.decrypt(blob), size=size, what=f"Blob {blob.name!r}")
+
+    def previews(
+        self,
+        blobs: Iterable[RetrainingBlob],
+        *,
+        cache: PreviewCache | None = None,
+        size: tuple[int, int] = THUMBNAIL_SIZE,
+        max_concurrency: int = 8,
+        record_failures: bool = True,
+    ) -> dict[tuple[str, str, str], bytes | CuratorError]:
+        """Thumbnails by blob key, or the error that stands in for one; only what `cache` lacks is decrypted.
+
+        At most `max_concurrency` blobs are downloaded and decrypted at once. Errors of the blob itself
+        (tampered, unknown version, missing metadata, not an image) are cached too and, with
+        `record_failures`, noted in the ledger so the "cannot decrypt" filter finds the blob; a
+        service error is not cached, so the next call tries again.
+        """
+        results: dict[tuple[str, str, str], bytes | CuratorError] = {}
+        missing: list[RetrainingBlob] = []
+        for blob in dict.fromkeys(blobs):
+            hit = cache.get((*blob.key, size)) if cache is not None else None
+            if hit is None:
+                missing.append(blob)
+            else:
+                results[blob.key] = hit
+
+        def attempt(blob: RetrainingBlob) -> bytes:
+            try:
+                return self.preview(blob, size=size)
+            except CuratorError:
+                raise
+            except Exception as exc:  # a decoder or SDK surprise: one broken tile, not a broken page
+                raise CuratorError(f"Could not preview blob {blob.name!r} ({exc.__class__.__name__}).") from exc
+
+        for blob, result in map_bounded(attempt, missing, max_concurrency=max_concurrency):
+            intrinsic = isinstance(result, BlobError) and type(result) is not BlobError
+            if cache is not None and (isinstance(result, bytes) or intrinsic):
+                cache.put((*blob.key, size), result)
+            if intrinsic and record_failures:
+                self.ledger.note_undecryptable(blob.key, reason=f"{result.reason}: {result.message}", actor=self.actor)
+            results[blob.key] = result
+        return results
 
     # -- Custom Vision and the ledger -----------------------------------------------------------------
 
@@ -231,6 +273,30 @@ class Curator:
 
     def _who(self, actor: str | None) -> str:
         return actor or self.actor
+
+    def acting_as(self, actor: str) -> Curator:
+        """The same clients, key cache and ledger, recording decisions as `actor`: one shared app, many reviewers."""
+        return _ActingCurator(self, actor)
+
+
+class _ActingCurator(Curator):
+    """A Curator that shares another's clients (built once, on the shared one) under another actor's name."""
+
+    def __init__(self, base: Curator, actor: str) -> None:
+        self._base = base
+        self.settings = base.settings
+        self.actor = actor
+        self._lock = base._lock
+
+    data = property(lambda self: self._base.data)
+    key_service = property(lambda self: self._base.key_service)
+    locker = property(lambda self: self._base.locker)
+    customvision = property(lambda self: self._base.customvision)
+    ledger = property(lambda self: self._base.ledger)
+    pipeline = property(lambda self: self._base.pipeline)
+
+    def acting_as(self, actor: str) -> Curator:
+        return _ActingCurator(self._base, actor)
 
 
 @dataclass(frozen=True)

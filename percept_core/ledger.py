@@ -118,6 +118,16 @@ class Event:
     details: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A blob a run holds for pushing: `live` is False when that run is gone (an interrupted run)."""
+
+    key: BlobKey
+    run_id: str
+    claimed_at: float | None
+    live: bool
+
+
 def default_actor() -> str:
     """The OS user, for the CLI and notebooks (the app passes the signed-in reviewer)."""
     try:
@@ -240,6 +250,42 @@ class Ledger:
                     states[key] = state
         return states
 
+    def blob_models(self, keys: Iterable[BlobKey]) -> dict[BlobKey, tuple[str | None, str | None]]:
+        """(model name, model version) of each key the ledger knows them for (activity charts)."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[BlobKey, tuple[str | None, str | None]] = {}
+        for chunk in _chunks(keys):
+            clause = " OR ".join(["(container=? AND name=? AND etag=?)"] * len(chunk))
+            params = [part for key in chunk for part in key]
+            sql = f"SELECT container, name, etag, model_name, model_version FROM blobs WHERE ({clause})"  # noqa: S608
+            for row in self._query(sql + " AND model_name IS NOT NULL", params):
+                found[(row[0], row[1], row[2])] = (row[3], row[4])
+        return found
+
+    def known_models(self) -> list[tuple[str, str | None]]:
+        """Every (model name, version) the ledger has seen, sorted: choices for a filter."""
+        rows = self._query(
+            "SELECT DISTINCT model_name, model_version FROM blobs WHERE model_name IS NOT NULL "
+            "ORDER BY model_name, model_version"
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    def claims(self, project_id: str) -> list[Claim]:
+        """The project's open claims (blobs a run was pushing), with whether their run is still alive.
+
+        A claim whose run is dead is what an interrupted run (a killed process) leaves behind; the
+        next run takes it over.
+        """
+        now = _now()
+        rows = self._query(
+            "SELECT container, name, etag, claim, claimed_at FROM pushes WHERE project_id=? AND state='pushing'",
+            (project_id,),
+        )
+        return [
+            Claim((row[0], row[1], row[2]), row[3] or "", row[4], not self._claim_is_dead(row[3], row[4], now))
+            for row in rows
+        ]
+
     def pushed_image_for_content(self, project_id: str, sha256: str) -> str | None:
         rows = self._query(
             "SELECT image_id FROM pushes WHERE project_id=? AND sha256=? AND state='pushed' AND image_id IS NOT NULL "
@@ -352,6 +398,21 @@ class Ledger:
                 "review=CASE WHEN blobs.review='undecryptable' THEN 'new' ELSE blobs.review END",
                 (*key, sha256, phash, *(model or (None, None)), _now(), actor),
             )
+
+    def note_models(self, blobs: Iterable[tuple[BlobKey, str | None, str | None]], *, actor: str = "system") -> None:
+        """Remember which model (name, version) each blob came from; changes no review state, logs no event."""
+        items = [(key, name, version) for key, name, version in blobs if name or version]
+        if not items:
+            return
+        with self._transaction() as db:
+            for key, name, version in items:
+                db.execute(
+                    "INSERT INTO blobs (container, name, etag, model_name, model_version, updated_at, updated_by) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (container, name, etag) DO UPDATE SET "
+                    "model_name=COALESCE(blobs.model_name, excluded.model_name), "
+                    "model_version=COALESCE(blobs.model_version, excluded.model_version)",
+                    (*key, name, version, _now(), actor),
+                )
 
     def note_undecryptable(self, key: BlobKey, *, reason: str, actor: str) -> None:
         with self._transaction() as db:

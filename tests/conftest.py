@@ -80,26 +80,34 @@ class LocalStack:
     def mm_state(self):
         return self.mm.server.config.app.state.mm
 
-    def settings(self, **overrides) -> Settings:
+    def values(self, **overrides) -> dict[str, str]:
+        """The settings, by the names users write, as a process environment would carry them."""
         values = {
             "mm_server_url": self.mm.url,
-            **(
-                {
-                    "custom_vision_endpoint": self.customvision.url,
-                    "custom_vision_training_key": self.training_key,
-                    "custom_vision_rate_per_second": "1000",
-                }
-                if self.customvision
-                else {}
-            ),
             "mm_storage_account": "devstoreaccount1",
             "mm_telemetry_storage_container": self.mm_config.container,
             "mm_storage_connection_string": self.azurite.connection_string,
             "mm_bootstrap_secret": self.mm_config.bootstrap_secret,
+            "custom_vision_endpoint": self.customvision.url,
+            "custom_vision_training_key": self.training_key,
+            "custom_vision_rate_per_second": "1000",
             **self.extra,
             **overrides,
         }
-        return Settings.load(env_file=None, local_settings_file=None, secrets_files=(), environ={}, **values)
+        return {key: str(value) for key, value in values.items()}
+
+    def settings(self, **overrides) -> Settings:
+        return Settings.load(
+            env_file=None, local_settings_file=None, secrets_files=(), environ={}, **self.values(**overrides)
+        )
+
+    def environment(self, **overrides) -> dict[str, str]:
+        """os.environ plus these settings, for a subprocess (the CLI, `streamlit run`)."""
+        from percept_core.config import _SPECS
+
+        names = {spec.key for spec in _SPECS.values()} | {spec.key.upper() for spec in _SPECS.values()}
+        base = {k: v for k, v in os.environ.items() if k not in names}
+        return {**base, **self.values(**overrides)}
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,59 @@
+"""Background push-all runs of this process, one per project, and the runs a dead process left behind.
+
+A run lives in a thread of its own (`BackgroundPush`), so it outlives the browser tab that started it;
+the registry lets any later page find it. A run killed with its process leaves claims in the ledger:
+`interrupted` finds them, and the next run takes them over, pushing nothing twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .ledger import Claim
+from .pipeline import BackgroundPush, DryRunReport
+
+if TYPE_CHECKING:
+    from .curator import Curator
+
+
+class PushJobs:
+    """The process's background pushes by project id: at most one running per project."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, BackgroundPush] = {}
+        self._lock = threading.Lock()
+
+    def current(self, project_id: str) -> BackgroundPush | None:
+        """The running or the last finished run for the project."""
+        with self._lock:
+            return self._jobs.get(project_id)
+
+    def start_push_all(self, curator: Curator, *, total: int | None = None) -> BackgroundPush:
+        """Push everything not yet in the project, untagged, in the background (or return the run already going)."""
+        project_id = curator.customvision.project_id
+        with self._lock:
+            job = self._jobs.get(project_id)
+            if job is not None and job.running:
+                return job
+            job = BackgroundPush(
+                lambda progress, cancel: curator.push_all_untagged(dry_run=False, progress=progress, cancel=cancel),
+                description="Push all untagged",
+                actor=curator.actor,
+                total=total,
+            )
+            self._jobs[project_id] = job.start()
+            return job
+
+
+def expected_items(report: DryRunReport) -> int:
+    """How many items a push-all run after this dry run will report on (eligible, duplicates, undecryptable)."""
+    return report.eligible + report.duplicates_by_content + sum(report.undecryptable.values()) + report.in_progress
+
+
+def interrupted(curator: Curator) -> list[Claim]:
+    """Claims of runs that are gone (a killed app or CLI): the next run resumes them."""
+    return [claim for claim in curator.ledger.claims(curator.customvision.project_id) if not claim.live]
+
+
+__all__ = ["PushJobs", "expected_items", "interrupted"]

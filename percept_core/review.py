@@ -1,0 +1,206 @@
+"""What a review gallery needs beyond the facade: pages with a history, review decisions with outcomes. No UI.
+
+A notebook pages and decides the same way the app does:
+
+    pager = Pager(ReviewQuery(BlobFilter(model_names=("people-counter",)), states=("new",)))
+    page = pager.page(curator)          # lists one page, once
+    thumbs = curator.previews(page.blobs, cache=PreviewCache())
+    outcomes = reject(curator, page.blobs[:3])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .blobs import BlobFilter, BlobPage, RetrainingBlob
+from .ledger import Review
+from .pipeline import PushProgress, PushReport
+
+if TYPE_CHECKING:
+    from .curator import Curator
+
+# Review states a gallery can filter on, as `Curator.state_of` names them.
+STATES = ("new", "pushed", "failed", "rejected", "cannot decrypt", "near_duplicate", "pushing")
+
+
+@dataclass(frozen=True)
+class ReviewQuery:
+    """What a gallery shows: a filter on metadata and review states from the ledger (empty: every state)."""
+
+    blob_filter: BlobFilter = field(default_factory=BlobFilter)
+    states: tuple[str, ...] = ()
+
+
+class Pager:
+    """Pages of a query's blobs with the tokens that start each page seen, so going back lists nothing.
+
+    Only blob records (metadata) are kept, never image bytes. `refresh()` lists the current page again
+    (after a decision changed what matches) and forgets the pages after it.
+    """
+
+    def __init__(self, query: ReviewQuery | None = None, *, page_size: int = 48) -> None:
+        self.query = query or ReviewQuery()
+        self.page_size = page_size
+        self.index = 0
+        self._starts: list[str | None] = [None]
+        self._pages: dict[int, BlobPage] = {}
+
+    def __repr__(self) -> str:
+        return f"Pager(page {self.index + 1}, {self.query!r})"
+
+    def page(self, curator: Curator) -> BlobPage:
+        """The current page, listed on first use only."""
+        listed = self._pages.get(self.index)
+        if listed is None:
+            listed = curator.blob_page(
+                self.query.blob_filter,
+                states=self.query.states,
+                page_size=self.page_size,
+                continuation=self._starts[self.index],
+            )
+            self._pages[self.index] = listed
+        return listed
+
+    @property
+    def number(self) -> int:
+        return self.index + 1
+
+    @property
+    def has_previous(self) -> bool:
+        return self.index > 0
+
+    @property
+    def has_next(self) -> bool:
+        listed = self._pages.get(self.index)
+        return listed is not None and listed.continuation is not None
+
+    def next(self) -> bool:
+        """Move to the next page (after the current one was listed); False at the end."""
+        if not self.has_next:
+            return False
+        if len(self._starts) == self.index + 1:
+            self._starts.append(self._pages[self.index].continuation)
+        self.index += 1
+        return True
+
+    def previous(self) -> bool:
+        if not self.has_previous:
+            return False
+        self.index -= 1
+        return True
+
+    def refresh(self) -> None:
+        del self._starts[self.index + 1 :]
+        self._pages.clear()
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    """What a reject or a restore did to one blob; `ok` is False for what stays to be dealt with."""
+
+    name: str
+    etag: str
+    outcome: str  # rejected | restored | skipped
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome != "skipped"
+
+
+def reject(
+    curator: Curator,
+    blobs: Sequence[RetrainingBlob],
+    *,
+    reason: str = "rejected by reviewer",
+    progress: Callable[[int, int], None] | None = None,
+    chunk_size: int = 100,
+) -> list[ReviewOutcome]:
+    """Reject blobs in the ledger (as the curator's actor); an image already in the project is skipped."""
+    records = curator.records(list(blobs))
+    outcomes: list[ReviewOutcome] = []
+    todo: list[RetrainingBlob] = []
+    for blob in blobs:
+        record = records.get(blob.key)
+        if record is not None and record.push_state == "pushed":
+            outcomes.append(
+                ReviewOutcome(
+                    blob.name, blob.etag, "skipped", "already in the Custom Vision project: delete it there first"
+                )
+            )
+        elif record is not None and record.review == Review.REJECTED:
+            outcomes.append(ReviewOutcome(blob.name, blob.etag, "rejected", "was already rejected"))
+        else:
+            todo.append(blob)
+    done = len(outcomes)
+    _in_chunks(todo, chunk_size, len(blobs), done, progress, lambda chunk: curator.reject(chunk, reason=reason))
+    outcomes += [ReviewOutcome(b.name, b.etag, "rejected") for b in todo]
+    return outcomes
+
+
+def restore(
+    curator: Curator,
+    blobs: Sequence[RetrainingBlob],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_size: int = 100,
+) -> list[ReviewOutcome]:
+    """Undo a rejection (or a near-duplicate or undecryptable mark): the blob is new again."""
+    records = curator.records(list(blobs))
+    outcomes: list[ReviewOutcome] = []
+    todo: list[RetrainingBlob] = []
+    for blob in blobs:
+        record = records.get(blob.key)
+        if record is None or record.review == Review.NEW:
+            outcomes.append(ReviewOutcome(blob.name, blob.etag, "skipped", "not rejected: nothing to restore"))
+        else:
+            todo.append(blob)
+    _in_chunks(todo, chunk_size, len(blobs), len(outcomes), progress, curator.restore)
+    outcomes += [ReviewOutcome(b.name, b.etag, "restored", f"was {records[b.key].review}") for b in todo]
+    return outcomes
+
+
+def _in_chunks(items, chunk_size, total, done, progress, action) -> None:
+    if progress:
+        progress(done, total)
+    for start in range(0, len(items), chunk_size):
+        chunk = items[start : start + chunk_size]
+        action(chunk)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+
+
+def push_selected(
+    curator: Curator,
+    blobs: Sequence[RetrainingBlob],
+    *,
+    tags: Sequence[str] = (),
+    progress: Callable[[PushProgress], None] | None = None,
+) -> PushReport:
+    """Push the reviewer's selection with image-level tags (untagged when none), noting each blob's model."""
+    curator.ledger.note_models(((b.key, b.model_name, b.model_version) for b in blobs), actor=curator.actor)
+    return curator.push(list(blobs), tags=list(tags), progress=progress)
+
+
+def outcome_counts(outcomes: Sequence[object]) -> dict[str, int]:
+    """Outcome -> count, in first-seen order (works for ItemOutcome and ReviewOutcome)."""
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        label = str(outcome.outcome)  # type: ignore[attr-defined]
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+__all__ = [
+    "STATES",
+    "Pager",
+    "ReviewOutcome",
+    "ReviewQuery",
+    "outcome_counts",
+    "push_selected",
+    "reject",
+    "restore",
+]

@@ -1,0 +1,193 @@
+"""`percept-curator` against the devstack, as a user runs it: a subprocess with settings in its environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.frames import jpeg, upload_frames
+
+CLI = [sys.executable, "-m", "percept_core.cli"]
+
+
+@pytest.fixture
+def run_cli(stack, tmp_path):
+    """Run the CLI in an empty folder with the test stack's settings in its environment."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+
+    def run(*args: str, check_secrets: bool = True, **settings: str) -> subprocess.CompletedProcess:
+        settings.setdefault("percept_ledger_path", str(tmp_path / "ledger.sqlite"))
+        env = stack.environment(**settings)
+        result = subprocess.run(
+            [*CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+        )
+        if check_secrets:
+            for secret in (stack.training_key, stack.mm_config.bootstrap_secret):
+                assert secret not in result.stdout + result.stderr
+        return result
+
+    return run
+
+
+def test_push_untagged_pushes_every_eligible_demo_blob_and_reports_the_bad_ones(demo, stack, project_id, run_cli):
+    dry = run_cli("--json", "push-untagged", "--dry-run", custom_vision_project_id=project_id)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["eligible"] == demo.frames
+
+    result = run_cli("--json", "push-untagged", "--yes", custom_vision_project_id=project_id)
+    assert result.returncode == 1, result.stderr  # some items failed: the five bad blobs
+    document = json.loads(result.stdout)
+    assert document["counts"] == {"pushed": demo.frames, "undecryptable": 5}
+    failed = {row["blob"]: row["reason"] for row in document["outcomes"] if row["outcome"] == "undecryptable"}
+    assert set(failed) == set(demo.bad.values())
+    assert all(reason for reason in failed.values())
+
+    images = stack.emulator.images(project_id)
+    assert len(images) == demo.frames and not any(image.tags for image in images)
+    assert {image.metadata["source_blob"] for image in images} == {
+        row["blob"] for row in document["outcomes"] if row["outcome"] == "pushed"
+    }
+    second = run_cli("--json", "push-untagged", "--yes", custom_vision_project_id=project_id)
+    assert json.loads(second.stdout)["counts"] == {"undecryptable": 5}
+    assert len(stack.emulator.images(project_id)) == demo.frames
+
+
+def test_rejected_blobs_stay_out_and_the_run_then_succeeds(stack, project_id, run_cli, container_name):
+    names = upload_frames(stack, container_name, [jpeg(i) for i in range(300, 304)])
+    settings = {"custom_vision_project_id": project_id, "mm_telemetry_storage_container": container_name}
+    assert run_cli("reject", names[0], "--reason", "out of focus", **settings).returncode == 0
+    result = run_cli("push-untagged", "--yes", **settings)
+    assert result.returncode == 0, result.stderr
+    assert "push-untagged: 3 pushed" in result.stdout
+    assert names[0] not in {i.metadata["source_blob"] for i in stack.emulator.images(project_id)}
+    assert run_cli("restore", names[0], **settings).returncode == 0
+    assert "1 pushed" in run_cli("push-untagged", "--yes", **settings).stdout
+
+
+def test_push_with_tags_and_status(demo, stack, project_id, run_cli):
+    names = [n for n in (b.name for b in _blobs(stack)) if n not in demo.bad.values()][:2]
+    result = run_cli("push", "--tag", "person", "--tag", "product", *names, custom_vision_project_id=project_id)
+    assert result.returncode == 0, result.stderr
+    assert "push: 2 pushed" in result.stdout
+    images = stack.emulator.images(project_id)
+    assert sorted(sorted(t.tag_name for t in i.tags) for i in images) == [["person", "product"]] * 2
+    status = json.loads(run_cli("--json", "status", custom_vision_project_id=project_id).stdout)
+    assert status["ledger"]["pushed"] == 2 and status["project"]["tagged"] == 2
+
+
+def test_unknown_tag_is_an_error_naming_it(demo, stack, project_id, run_cli):
+    name = next(b.name for b in _blobs(stack) if b.name not in demo.bad.values())
+    result = run_cli("push", "--tag", "unicorn", name, custom_vision_project_id=project_id)
+    assert result.returncode == 1 and "no tag named 'unicorn'" in result.stderr
+    assert stack.emulator.images(project_id) == []
+
+
+def test_decrypt_writes_the_plaintext_only_where_asked_privately(demo, stack, run_cli, tmp_path):
+    from percept_core import Curator
+
+    curator = Curator(stack.settings())
+    blob = next(b for b in curator.blobs() if b.name not in demo.bad.values())
+    target = tmp_path / "frame.jpg"
+    result = run_cli("decrypt", blob.name, "--out", str(target))
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == curator.decrypt(blob)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    again = run_cli("decrypt", blob.name, "--out", str(target))
+    assert again.returncode == 2 and "pass --force" in again.stderr
+    tampered = run_cli("decrypt", demo.bad["tampered"], "--out", str(tmp_path / "t.jpg"))
+    assert tampered.returncode == 1 and "integrity check" in tampered.stderr and demo.bad["tampered"] in tampered.stderr
+    assert not (tmp_path / "t.jpg").exists()
+
+
+def test_configuration_errors_exit_2_and_name_the_setting(run_cli, tmp_path):
+    result = run_cli("push-untagged", "--dry-run", custom_vision_endpoint="", custom_vision_training_key="")
+    assert result.returncode == 2
+    assert "custom_vision_endpoint" in result.stderr and "Traceback" not in result.stderr
+    wrong = run_cli("status", custom_vision_project_id="not-a-guid")
+    assert wrong.returncode == 2 and "not a GUID" in wrong.stderr
+
+
+def test_push_untagged_asks_before_pushing(project_id, run_cli, stack):
+    result = run_cli("push-untagged", custom_vision_project_id=project_id)
+    assert result.returncode == 2 and "pass --yes" in result.stderr
+    assert stack.emulator.images(project_id) == []
+
+
+def test_training_waits_for_the_iteration_or_says_why_it_cannot(stack, run_cli, container_name):
+    project = stack.new_project("train", tags=("person", "product"))
+    names = upload_frames(stack, container_name, [jpeg(i) for i in range(400, 410)])
+    settings = {"custom_vision_project_id": project, "mm_telemetry_storage_container": container_name}
+    refused = run_cli("train", **settings)
+    assert refused.returncode == 1 and "train" in refused.stderr.lower()
+    assert run_cli("push", "--tag", "person", *names[:5], **settings).returncode == 0
+    assert run_cli("push", "--tag", "product", *names[5:], **settings).returncode == 0
+    trained = run_cli("--json", "train", "--wait", **settings)
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["status"] == "Completed"
+
+
+def test_a_push_killed_mid_way_and_restarted_leaves_no_duplicate_and_no_loss(stack, run_cli, tmp_path, container_name):
+    project = stack.new_project("crash")
+    upload_frames(stack, container_name, [jpeg(i) for i in range(500, 560)])
+    ledger = tmp_path / "crash-ledger.sqlite"
+    settings = {
+        "custom_vision_project_id": project,
+        "mm_telemetry_storage_container": container_name,
+        "percept_ledger_path": str(ledger),
+    }
+    # Slow answers keep the run going long enough to be killed in the middle, uploads in flight.
+    plan = [{"operation": "CreateImagesFromFiles", "kind": "slow", "delay": 0.15}]
+    requests.post(f"{stack.customvision.url}/_emulator/faults", json=plan, timeout=10).raise_for_status()
+    try:
+        workdir = tmp_path / "cwd"
+        workdir.mkdir(exist_ok=True)
+        process = subprocess.Popen(
+            [*CLI, "push-untagged", "--yes"],
+            cwd=workdir,
+            env=stack.environment(**settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while _pushed(ledger) < 15:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)  # polling the ledger with a deadline
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(30)
+    finally:
+        requests.delete(f"{stack.customvision.url}/_emulator/faults", timeout=10)
+    assert 15 <= _pushed(ledger) < 60
+    result = run_cli("--json", "push-untagged", "--yes", **settings)
+    assert result.returncode == 0, result.stderr
+    images = stack.emulator.images(project)
+    assert len(images) == 60
+    assert len({i.sha256 for i in images}) == 60 and len({i.metadata["source_blob"] for i in images}) == 60
+    assert _pushed(ledger) == 60
+
+
+def _pushed(ledger: Path) -> int:
+    if not ledger.exists():
+        return 0
+    with sqlite3.connect(ledger, timeout=30) as db:
+        try:
+            return db.execute("SELECT COUNT(*) FROM pushes WHERE state='pushed'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def _blobs(stack):
+    from percept_core import Curator
+
+    return list(Curator(stack.settings()).blobs())
