@@ -15,15 +15,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import fnmatch
 import json
 import logging
 import math
 import os
-import random
 import re
-import socket
-import struct
 import threading
 import time
 import urllib.parse
@@ -70,6 +66,7 @@ from devstack.customvision_store import (
     not_found,
     render_derived,
 )
+from devstack.faults import FaultPlan, FaultRule, abort_connection, drain, parse_fault_plan
 
 log = logging.getLogger("devstack.customvision")
 
@@ -209,134 +206,6 @@ class RateLimiter:
     def reset(self) -> None:
         with self._lock:
             self._buckets.clear()
-
-
-# --- fault injection ----------------------------------------------------------------------------------
-
-# The brief's kinds plus the devstack-wide vocabulary of devstack/faults.py ("401", "reset_after", "skip",
-# fnmatch patterns), so one reliability suite can drive both emulators with the same plans.
-FAULT_KINDS = ("429", "500", "503", "401", "reset", "reset_after", "slow")
-_RULE_FIELDS = {"operation", "kind", "times", "probability", "retry_after", "delay", "phase", "skip"}
-
-
-@dataclass
-class FaultRule:
-    """One rule of a fault plan; the first rule that matches a request and fires decides its fate."""
-
-    # An OperationId such as "CreateImagesFromFiles", or an fnmatch pattern ("CreateImages*", "*"), matched
-    # case-insensitively. "*" covers the training API only; image downloads are "GetImageBlob".
-    operation: str = "*"
-    kind: str = "500"  # one of FAULT_KINDS; "reset" closes the connection with no response at all
-    times: int | None = None  # fire this many times, then stay quiet; None = no limit
-    probability: float | None = None  # fire with this probability on each matching request
-    retry_after: float | None = None  # Retry-After for 429 (default 1) and 503 (none unless given)
-    delay: float = 1.0  # seconds a "slow" answer is held back
-    # "before": the request is dropped unprocessed; "after": it is processed and only the answer is lost.
-    phase: str = "before"
-    skip: int = 0  # let this many matching requests through before the rule may fire
-    fired: int = 0
-    seen: int = 0
-
-    @classmethod
-    def from_json(cls, raw: Any) -> FaultRule:
-        if not isinstance(raw, dict):
-            raise ValueError("a fault rule is a JSON object")
-        unknown = set(raw) - _RULE_FIELDS
-        if unknown:
-            raise ValueError(f"unknown fault rule fields: {sorted(unknown)}")
-        kind = str(raw.get("kind", "500")).lower()
-        phase = str(raw.get("phase", "before")).lower()
-        if kind == "reset_after":
-            kind, phase = "reset", "after"
-        rule = cls(
-            operation=str(raw.get("operation", "*")),
-            kind=kind,
-            times=None if raw.get("times") is None else int(raw["times"]),
-            probability=None if raw.get("probability") is None else float(raw["probability"]),
-            retry_after=None if raw.get("retry_after") is None else float(raw["retry_after"]),
-            delay=float(raw.get("delay", 1.0)),
-            phase=phase,
-            skip=int(raw.get("skip", 0)),
-        )
-        if rule.kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {rule.kind!r}")
-        if (rule.times is not None and rule.times < 0) or rule.skip < 0:
-            raise ValueError("times and skip must be >= 0")
-        if rule.probability is not None and not 0.0 <= rule.probability <= 1.0:
-            raise ValueError("probability must be within 0..1")
-        if rule.delay < 0 or (rule.retry_after is not None and rule.retry_after < 0):
-            raise ValueError("delay and retry_after must be >= 0")
-        if rule.phase not in ("before", "after"):
-            raise ValueError("phase must be 'before' or 'after'")
-        return rule
-
-    def matches(self, operation_id: str) -> bool:
-        if self.operation == "*":
-            return operation_id != BLOB_OPERATION
-        return fnmatch.fnmatchcase(operation_id.lower(), self.operation.lower())
-
-    @property
-    def exhausted(self) -> bool:
-        return self.times is not None and self.fired >= self.times
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "operation": self.operation,
-            "kind": self.kind,
-            "times": self.times,
-            "probability": self.probability,
-            "retry_after": self.retry_after,
-            "delay": self.delay,
-            "phase": self.phase,
-            "skip": self.skip,
-            "seen": self.seen,
-            "fired": self.fired,
-            "remaining": None if self.times is None else max(0, self.times - self.fired),
-        }
-
-
-def parse_fault_plan(raw: Any) -> tuple[list[FaultRule], int | None]:
-    """A plan is a list of rules, or {"rules": [...], "seed": n} for repeatable probabilities."""
-    seed = None
-    if isinstance(raw, dict):
-        seed = raw.get("seed")
-        raw = raw.get("rules", [])
-    if not isinstance(raw, list):
-        raise ValueError("a fault plan is a list of rules or {'rules': [...], 'seed': n}")
-    return [FaultRule.from_json(r) for r in raw], None if seed is None else int(seed)
-
-
-class FaultPlan:
-    def __init__(self) -> None:
-        self._rules: list[FaultRule] = []
-        self._rng = random.Random()
-        self._lock = threading.Lock()
-
-    def replace(self, rules: Sequence[FaultRule], seed: int | None = None) -> None:
-        with self._lock:
-            self._rules = list(rules)
-            self._rng = random.Random(seed)
-
-    def clear(self) -> None:
-        self.replace([])
-
-    def pick(self, operation_id: str) -> FaultRule | None:
-        with self._lock:
-            for rule in self._rules:
-                if not rule.matches(operation_id):
-                    continue
-                rule.seen += 1
-                if rule.seen <= rule.skip or rule.exhausted:
-                    continue
-                if rule.probability is not None and self._rng.random() >= rule.probability:
-                    continue
-                rule.fired += 1
-                return rule
-        return None
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [r.to_json() for r in self._rules]
 
 
 # --- counters -----------------------------------------------------------------------------------------
@@ -1321,40 +1190,6 @@ def not_implemented(ctx: RequestContext) -> Response:
     )
 
 
-# --- connection reset ---------------------------------------------------------------------------------
-
-
-async def abort_connection(receive: Receive, send: Send) -> None:
-    """Close the client's connection with a TCP reset and no response at all.
-
-    ASGI has no verb for this, so the transport is taken from uvicorn's request cycle (``receive`` is its
-    bound method). SO_LINGER 0 turns the close into an RST, so the client sees "connection reset" rather
-    than a clean EOF. Servers that hide the transport get a response that dies after its headers instead.
-    """
-    transport = getattr(getattr(receive, "__self__", None), "transport", None)
-    if transport is not None and hasattr(transport, "abort"):
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-        # uvicorn learns about the closed connection on its next loop turn; waiting for the disconnect
-        # event stops it from trying to send a 500 of its own.
-        with contextlib.suppress(Exception):
-            while (await asyncio.wait_for(receive(), 2.0))["type"] != "http.disconnect":
-                pass
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
-    raise ConnectionAbortedError("fault injection: connection reset")
-
-
-async def drain(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body"):
-            return
-
-
 # --- the emulator -------------------------------------------------------------------------------------
 
 
@@ -1373,7 +1208,7 @@ class CustomVisionEmulator:
         self.limiter = RateLimiter(
             {"default": config.rate_per_second, "train": config.effective_train_rate}, self.clock
         )
-        self.faults = FaultPlan()
+        self.faults = FaultPlan(wildcard_excludes=frozenset({BLOB_OPERATION}))
         if config.faults:
             self.faults.replace(*parse_fault_plan(config.faults))
         self.stats = Stats()
