@@ -165,11 +165,11 @@ def thumbnail(data: bytes, *, size: tuple[int, int] = THUMBNAIL_SIZE, what: str 
     return buffer.getvalue()
 
 
-def perceptual_hash(data: bytes) -> str:
+def perceptual_hash(data: bytes, *, what: str = "The image") -> str:
     """A 64-bit perceptual hash (hex) for finding near-duplicate frames of a burst."""
     import imagehash
 
-    image = _open(data, "The image")
+    image = _open(data, what)
     if image.format == "JPEG":
         image.draft("L", (128, 128))
     return str(imagehash.phash(image.convert("L")))

@@ -17,6 +17,7 @@ import hmac
 import os
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -374,11 +375,17 @@ def _segment(value: str) -> str:
 
 
 class Locker:
-    """Keys per (model name, version), fetched and derived once, shared by every thread; decryption."""
+    """Keys per (model name, version), fetched and derived once, shared by every thread; decryption.
 
-    def __init__(self, client: KeyServiceClient) -> None:
+    A failed fetch is remembered for `failure_ttl` seconds, so a thousand blobs of a version whose key
+    the MM server cannot give right now fail fast instead of hammering it.
+    """
+
+    def __init__(self, client: KeyServiceClient, *, failure_ttl: float = 5.0) -> None:
         self.client = client
+        self.failure_ttl = failure_ttl
         self._keys: dict[tuple[str, str], DerivedKey] = {}
+        self._failures: dict[tuple[str, str], tuple[float, CuratorError]] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self.fetches = 0  # how many keys were fetched and derived (tests and benchmarks read it)
@@ -393,10 +400,20 @@ class Locker:
             lock = self._locks.setdefault(ident, threading.Lock())
         with lock:  # one fetch and one PBKDF2 per version, even when many threads ask at once
             cached = self._keys.get(ident)
-            if cached is None:
-                cached = derive_key(self.client.get_key(model_name, model_version))
-                self._keys[ident] = cached
-                self.fetches += 1
+            if cached is not None:
+                return cached
+            failed = self._failures.get(ident)
+            if failed is not None and failed[0] > time.monotonic():
+                raise failed[1]
+            try:
+                key_text = self.client.get_key(model_name, model_version)
+            except CuratorError as exc:
+                self._failures[ident] = (time.monotonic() + self.failure_ttl, exc)
+                raise
+            cached = derive_key(key_text)
+            self._keys[ident] = cached
+            self._failures.pop(ident, None)
+            self.fetches += 1
         return cached
 
     def decrypt(self, ciphertext: bytes, model_name: str, model_version: str, *, blob_name: str | None = None) -> bytes:
@@ -406,6 +423,7 @@ class Locker:
         return decrypt_bytes(ciphertext, key, blob_name=blob_name)
 
     def forget(self) -> None:
-        """Drop every cached key (after a key rotation)."""
+        """Drop every cached key and remembered failure (after a key rotation or an outage)."""
         with self._guard:
             self._keys.clear()
+            self._failures.clear()

@@ -32,7 +32,7 @@ from .customvision import (
     UploadItem,
     UploadResult,
 )
-from .errors import BlobError, CuratorError, MissingMetadataError
+from .errors import AuthenticationError, BlobError, CuratorError, MissingMetadataError
 from .images import PreparedImage, prepare_for_upload
 from .ledger import BlobKey, Ledger, Review
 from .locker import Locker
@@ -659,7 +659,8 @@ class _Run:
             try:
                 results = future.result()
             except CuratorError as exc:
-                retryable = getattr(exc, "retryable", True)
+                # A refused key is not the images' fault: they stay eligible for the next run.
+                retryable = getattr(exc, "retryable", True) or isinstance(exc, AuthenticationError)
                 results = [
                     UploadResult(
                         p.blob.name, PushStatus.FAILED if retryable else PushStatus.REJECTED, None, exc.message

@@ -271,7 +271,13 @@ def test_server_error_on_keys_never_becomes_a_key(mm, client, model):
     assert not isinstance(caught.value, AuthenticationError | UnknownModelVersionError)
     assert "500" in str(caught.value)
     assert locker.fetches == 0  # nothing was derived from the error body, nothing cached
-    # Once the server is healthy, the real key comes back.
+    # Right after the failure the locker fails fast: it does not hammer a failing server ...
+    requests_before = handle.server.config.app.state.mm.requests["GET keys"]
+    with pytest.raises(ServiceError):
+        locker.key_for(model, "1")
+    assert handle.server.config.app.state.mm.requests["GET keys"] == requests_before
+    # ... and once the failure is forgotten (after a few seconds, or explicitly) the real key comes back.
+    locker.forget()
     assert locker.key_for(model, "1") == derive_key(emulator_key(mm, model))
     assert locker.fetches == 1
 
