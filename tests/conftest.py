@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from devstack.customvision_server import create_app as create_cv_app
 from devstack.mm_server import MMEmulatorConfig
 from devstack.mm_server import create_app as create_mm_app
 from devstack.servers import ServerHandle, free_port, serve_in_thread
-from percept_core import Settings
+from percept_core import Curator, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -168,3 +169,29 @@ def clean_environment(monkeypatch, tmp_path):
     with contextlib.suppress(FileExistsError):
         (tmp_path / "home").mkdir()
     return tmp_path
+
+
+_containers = itertools.count()
+
+
+@pytest.fixture
+def project_id(stack):
+    """A fresh multilabel classification project with two tags."""
+    return stack.new_project("push tests", tags=("person", "product"))
+
+
+@pytest.fixture
+def make_curator(stack, tmp_path):
+    """Curator on the test stack, a fresh project by default and a ledger of this test's own."""
+
+    def make(project: str, **overrides) -> Curator:
+        overrides.setdefault("percept_ledger_path", str(tmp_path / "ledger.sqlite"))
+        return Curator(stack.settings(custom_vision_project_id=project, **overrides), actor="tester")
+
+    return make
+
+
+@pytest.fixture
+def container_name():
+    """A container name no other test uses."""
+    return f"push{next(_containers)}x"

@@ -57,7 +57,9 @@ def upload_frames(
     def upload(pair: tuple[str, bytes]) -> None:
         name, plaintext = pair
         confidence = name.split("-", 1)[0]
-        metadata = {"model_name": model[0], "model_version": model[1], "file_ref": f"/app/captures/{name[:-4]}"}
+        metadata = {"model_name": model[0], "model_version": model[1]}
+        if name.isascii():  # metadata travels in HTTP headers: ASCII only
+            metadata["file_ref"] = f"/app/captures/{name[:-4]}"
         if confidence.isdigit():
             metadata["confidence"] = confidence
         target.upload_blob(name, encrypt_bytes(plaintext, key), metadata=metadata, overwrite=True)
