@@ -8,6 +8,7 @@ with backoff and jitter, regions, training. Replacing the training target later 
 from __future__ import annotations
 
 import random
+import ssl
 import threading
 import time
 import unicodedata
@@ -342,6 +343,11 @@ class CustomVisionClient:
                     continue
                 raise self._error(operation, exc, status) from None
             except (ClientRequestError, ConnectionError) as exc:
+                if _is_tls_failure(exc):
+                    raise CustomVisionError(
+                        f"TLS verification failed for Custom Vision at {self.endpoint}.",
+                        hint="The endpoint's certificate is not trusted; fix the certificate rather than the check.",
+                    ) from None
                 if attempt < self.max_attempts:
                     self._backoff(attempt)
                     continue
@@ -640,6 +646,17 @@ def check_metadata(metadata: Mapping[str, str]) -> None:
             raise ValueError(f"metadata key {key[:20]!r}... must have 1..{MAX_METADATA_KEY} characters")
         if len(value) > MAX_METADATA_VALUE:
             raise ValueError(f"metadata value of {key!r} is over {MAX_METADATA_VALUE} characters")
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # msrest wraps requests wraps urllib3 wraps ssl
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return True
+        current = getattr(current, "inner_exception", None) or current.__cause__ or current.__context__
+    return False
 
 
 def _retry_after(response: Any) -> float:
