@@ -15,7 +15,16 @@ from .errors import BlobError, CuratorError, MissingMetadataError
 from .images import THUMBNAIL_SIZE, PreviewCache, thumbnail
 from .ledger import DEFAULT_LEDGER_PATH, BlobRecord, Ledger, default_actor
 from .locker import KeyServiceClient, Locker
-from .pipeline import CancelToken, DryRunReport, ItemOutcome, Provenance, PushPipeline, PushProgress, PushReport
+from .pipeline import (
+    CancelToken,
+    DryRunReport,
+    ItemOutcome,
+    Provenance,
+    PushPipeline,
+    PushProgress,
+    PushReport,
+    RegionUpdate,
+)
 
 
 class Curator:
@@ -143,7 +152,20 @@ class Curator:
             else:
                 results[blob.key] = hit
 
+        # One key request a model version first: when the MM server is down or does not know a version,
+        # its blobs fail at once instead of each waiting for the same answer.
+        versions = {(b.model_name, b.model_version) for b in missing if b.has_model}
+        keyless = {
+            version: error
+            for version, error in map_bounded(
+                lambda v: self.locker.key_for(*v), versions, max_concurrency=max_concurrency
+            )
+            if isinstance(error, CuratorError)
+        }
+
         def attempt(blob: RetrainingBlob) -> bytes:
+            if (blob.model_name, blob.model_version) in keyless:
+                raise keyless[(blob.model_name, blob.model_version)]
             try:
                 return self.preview(blob, size=size)
             except CuratorError:
@@ -240,6 +262,10 @@ class Curator:
 
     def restore(self, blobs: list[RetrainingBlob], *, actor: str | None = None) -> int:
         return self.ledger.restore([b.key for b in blobs], actor=self._who(actor))
+
+    def set_regions(self, blob: RetrainingBlob, regions: list[Region], *, actor: str | None = None) -> RegionUpdate:
+        """Boxes for an object-detection project: upload the image with them, or update a pushed image's boxes."""
+        return self.pipeline.set_regions(blob, regions, actor=self._who(actor))
 
     def retag(
         self, blobs: list[RetrainingBlob], *, add: list[str] = (), remove: list[str] = (), actor: str | None = None

@@ -136,6 +136,27 @@ class Region:
     width: float
     height: float
 
+    @classmethod
+    def from_pixels(
+        cls, tag_id: str, x: float, y: float, width: float, height: float, *, image_width: int, image_height: int
+    ) -> Region:
+        """A box drawn in pixels of the original image, normalised and clamped to the image."""
+        left = min(max(x / image_width, 0.0), 1.0)
+        top = min(max(y / image_height, 0.0), 1.0)
+        right = min(max((x + width) / image_width, 0.0), 1.0)
+        bottom = min(max((y + height) / image_height, 0.0), 1.0)
+        return cls(tag_id, round(left, 6), round(top, 6), round(right - left, 6), round(bottom - top, 6))
+
+    def same_box(self, other: Region, tolerance: float = 1e-4) -> bool:
+        return self.tag_id == other.tag_id and all(
+            abs(a - b) <= tolerance
+            for a, b in zip(
+                (self.left, self.top, self.width, self.height),
+                (other.left, other.top, other.width, other.height),
+                strict=True,
+            )
+        )
+
     def validate(self) -> None:
         values = (self.left, self.top, self.width, self.height)
         if not all(0.0 <= v <= 1.0 for v in values) or self.width <= 0 or self.height <= 0:

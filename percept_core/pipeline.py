@@ -25,6 +25,7 @@ from .customvision import (
     MAX_BATCH_BYTES,
     MAX_IMAGES_PER_BATCH,
     MAX_METADATA_VALUE,
+    MAX_REGIONS_PER_IMAGE,
     CustomVisionClient,
     CustomVisionError,
     PushStatus,
@@ -390,6 +391,49 @@ class PushPipeline:
 
     # -- review helpers that need the project ------------------------------------------------------------
 
+    def set_regions(
+        self, blob: RetrainingBlob, regions: Sequence[Region], *, actor: str, provenance: Provenance | str = "image"
+    ) -> RegionUpdate:
+        """Make the image's boxes exactly `regions`: upload it with them, or change the boxes of the pushed image."""
+        if len(regions) > MAX_REGIONS_PER_IMAGE:
+            raise CuratorError(f"An image can have at most {MAX_REGIONS_PER_IMAGE} regions ({len(regions)} drawn).")
+        for region in regions:
+            try:
+                region.validate()
+            except ValueError as exc:
+                raise CuratorError(f"A box on {blob.name!r} is not valid: {exc}.") from None
+        record = self.ledger.record(blob.key, self.project_id)
+        if record.push_state != "pushed" or not record.image_id:
+            report = self.push([blob], regions={blob.name: list(regions)}, actor=actor, provenance=provenance)
+            outcome = report.outcomes[0]
+            return RegionUpdate(outcome.image_id, len(regions) if outcome.image_id else 0, 0, 0, outcome)
+        images = self.customvision.images_by_ids([record.image_id])
+        if not images:
+            raise CuratorError(
+                f"Image {record.image_id} of {blob.name!r} is no longer in the project.",
+                hint="It was deleted in the Custom Vision portal; push the blob again.",
+            )
+        current = [
+            (r["region_id"], Region(r["tag_id"], r["left"], r["top"], r["width"], r["height"]))
+            for r in images[0].regions
+        ]
+        removed = [rid for rid, box in current if not any(box.same_box(r) for r in regions)]
+        added = [r for r in regions if not any(box.same_box(r) for _, box in current)]
+        if removed:
+            self.customvision.delete_regions(removed)
+        if added:
+            self.customvision.add_regions(record.image_id, added)
+        self.ledger.log(
+            actor,
+            "regions",
+            key=blob.key,
+            project_id=self.project_id,
+            outcome="regions updated",
+            image_id=record.image_id,
+            details={"added": len(added), "removed": len(removed), "total": len(regions)},
+        )
+        return RegionUpdate(record.image_id, len(added), len(removed), len(current) - len(removed))
+
     def retag(
         self, blobs: Sequence[RetrainingBlob], *, add: Sequence[str] = (), remove: Sequence[str] = (), actor: str
     ) -> list[ItemOutcome]:
@@ -423,6 +467,17 @@ class PushPipeline:
                 ItemOutcome(blob.name, blob.etag, Outcome.PUSHED, "retagged", record.image_id, version_label(blob))
             )
         return outcomes
+
+
+@dataclass(frozen=True)
+class RegionUpdate:
+    """What changed on an image's boxes: added and removed counts, and the image (None if not in the project)."""
+
+    image_id: str | None
+    added: int
+    removed: int
+    kept: int
+    outcome: ItemOutcome | None = None
 
 
 def _short_reason(error: CuratorError) -> str:
@@ -769,5 +824,6 @@ __all__ = [
     "PushPipeline",
     "PushProgress",
     "PushReport",
+    "RegionUpdate",
     "provenance_metadata",
 ]
