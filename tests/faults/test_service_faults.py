@@ -75,6 +75,23 @@ def test_push_all_untagged_under_custom_vision_faults(case, stack, fault_bed, fa
     record(case, json.dumps(CV_FAULTS[case]), [first, second], count)
 
 
+def test_custom_vision_down_for_longer_than_the_retries(stack, fault_bed, fault_curator, cv_faults):
+    """Every upload fails for the whole first run: each item is reported with its reason, none is lost."""
+    fault_curator.customvision.max_attempts = 2
+    cv_faults([{"operation": "CreateImagesFromFiles", "kind": "503"}])
+    first = fault_curator.push_all_untagged()
+    count = fired(stack.customvision.url)
+    eligible = FRAMES - len(fault_bed.rejected)
+    assert first.counts[Outcome.FAILED] == eligible and count == 2 * eligible
+    assert all("Custom Vision refused upload images" in o.reason for o in first.failed)
+    assert fault_curator.status()["failed"] == eligible
+    cv_faults([])
+    second = fault_curator.push_all_untagged()
+    assert second.counts[Outcome.PUSHED] == eligible
+    assert_exactly_once(stack, fault_curator, fault_bed)
+    record("custom-vision-down", "every upload 503 during the first run (2 attempts each)", [first, second], count)
+
+
 def test_429_storm_never_reaches_the_caller(stack, fault_bed, fault_curator, cv_faults):
     """429s are waited out (Retry-After) and retried: not one item fails because of them."""
     cv_faults([{"operation": "CreateImagesFromFiles", "kind": "429", "times": 6, "retry_after": 1}])
