@@ -144,6 +144,9 @@ def create_app(config: MMEmulatorConfig) -> FastAPI:
     app.state.mm = state
     install_faults(app, config.faults, operation_of=_operation_name)
 
+    def missing_file() -> PlainTextResponse:
+        return PlainTextResponse("a multipart part named 'file' is required", 400)
+
     def unauthorized() -> JSONResponse:
         return JSONResponse({"error": "unauthorized", "message": "missing, invalid or expired bearer token"}, 401)
 
@@ -199,7 +202,7 @@ def create_app(config: MMEmulatorConfig) -> FastAPI:
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
-            return PlainTextResponse("a multipart part named 'file' is required", 400)
+            return missing_file()
         state.put_model(state.ident(model, version), await upload.read())
         return PlainTextResponse(f"Uploaded model {model} version {version}")
 
@@ -219,7 +222,7 @@ def create_app(config: MMEmulatorConfig) -> FastAPI:
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
-            return PlainTextResponse("a multipart part named 'file' is required", 400)
+            return missing_file()
         metadata = {
             _SAFE_METADATA_KEY.sub("_", key): str(value)
             for key, value in form.multi_items()

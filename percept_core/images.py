@@ -76,15 +76,20 @@ def _open(data: bytes, what: str) -> Image.Image:
     return image
 
 
-def inspect_image(data: bytes, *, what: str = "The decrypted data") -> ImageInfo:
-    """Format and size from the header, after checking the whole image decodes."""
+def _decode(data: bytes, what: str) -> tuple[Image.Image, ImageInfo]:
+    """The fully decoded image and what its header says; a damaged image is NotAnImageError."""
     image = _open(data, what)
     info = ImageInfo(image.format or "unknown", image.width, image.height, len(data))
     try:
         image.load()
     except (OSError, ValueError, SyntaxError):
         raise NotAnImageError(f"{what} is a damaged {info.format} image that does not decode.") from None
-    return info
+    return image, info
+
+
+def inspect_image(data: bytes, *, what: str = "The decrypted data") -> ImageInfo:
+    """Format and size from the header, after checking the whole image decodes."""
+    return _decode(data, what)[1]
 
 
 def check_limits(info: ImageInfo) -> list[str]:
@@ -108,12 +113,7 @@ def _aspect(width: int, height: int) -> float:
 def prepare_for_upload(data: bytes, *, what: str = "The decrypted data") -> PreparedImage:
     """Validate; re-encode or downscale an image that is too big or of another format, deterministically."""
     digest = sha256_hex(data)
-    image = _open(data, what)
-    info = ImageInfo(image.format or "unknown", image.width, image.height, len(data))
-    try:
-        image.load()
-    except (OSError, ValueError, SyntaxError):
-        raise NotAnImageError(f"{what} is a damaged {info.format} image that does not decode.") from None
+    image, info = _decode(data, what)
     if _aspect(info.width, info.height) > MAX_ASPECT_RATIO:
         raise ImageLimitError(
             f"{what} is {info.width}x{info.height} px: its aspect ratio is over Custom Vision's 25:1.",
