@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from devstack.mm_server import MMEmulatorConfig
+from devstack.mm_server import create_app as create_mm_app
+from devstack.servers import serve_in_thread
 from percept_core import Curator, IntegrityError, KeyServiceClient, decrypt_bytes, derive_key, encrypt_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -235,7 +238,17 @@ def device_frame(directory: Path, confidence: int) -> tuple[Path, datetime]:
     return path, captured
 
 
-def test_frame_uploaded_by_the_unmodified_sczpy_client_reaches_the_curator(stack, tmp_path):
+@pytest.fixture
+def compat_mm(stack):
+    """An MM emulator of its own, storing device uploads in a container of their own (not the demo's)."""
+    config = MMEmulatorConfig(storage_connection_string=stack.storage_connection_string, container="compat")
+    handle = serve_in_thread(create_mm_app(config))
+    yield handle, config
+    handle.stop()
+
+
+def test_frame_uploaded_by_the_unmodified_sczpy_client_reaches_the_curator(stack, compat_mm, tmp_path):
+    mm, mm_config = compat_mm
     model = f"compat-{secrets.token_hex(4)}"
     frame, captured = device_frame(tmp_path, 42)
     plaintext = frame.read_bytes()
@@ -243,23 +256,23 @@ def test_frame_uploaded_by_the_unmodified_sczpy_client_reaches_the_curator(stack
     result = ok(
         oracle(
             "client-roundtrip",
-            stack.mm.url,
+            mm.url,
             model,
             "1",
             str(frame),
             "--confidence",
             "42",
-            env={"SCZ_BOOTSTRAP_SECRET": stack.mm_config.bootstrap_secret},
+            env={"SCZ_BOOTSTRAP_SECRET": mm_config.bootstrap_secret},
         )
     )
-    assert stack.mm_config.bootstrap_secret not in result.stdout + result.stderr
+    assert mm_config.bootstrap_secret not in result.stdout + result.stderr
     report = json.loads(result.stdout)
 
     # sczpy asked Key Vault for the secret MM's bootstrap named, at the hard-coded vault URL.
     assert report["key_vault_calls"] == [
         {
-            "vault_url": f"https://{stack.mm_config.key_vault_name}.vault.azure.net",
-            "secret_name": stack.mm_config.secret_name,
+            "vault_url": f"https://{mm_config.key_vault_name}.vault.azure.net",
+            "secret_name": mm_config.secret_name,
         }
     ]
     assert report["register_reply"] == f"Registered {model} version 1"
@@ -269,9 +282,15 @@ def test_frame_uploaded_by_the_unmodified_sczpy_client_reaches_the_curator(stack
     blob_name = report["blob_name"]
     assert blob_name.startswith(f"42-{captured:%Y-%m-%d-%H-%M-%S}") and blob_name.endswith(".jpg.dec")
 
-    curator = Curator(stack.settings())
+    curator = Curator(
+        stack.settings(
+            mm_server_url=mm.url,
+            mm_telemetry_storage_container="compat",
+            mm_bootstrap_secret=mm_config.bootstrap_secret,
+        )
+    )
     blob = curator.blob(blob_name)
-    assert blob.container == "data"
+    assert blob.container == "compat"
     assert {k: blob.metadata.get(k) for k in ("model_name", "model_version", "confidence", "file_ref")} == {
         "model_name": model,
         "model_version": "1",

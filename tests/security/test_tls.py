@@ -25,7 +25,8 @@ SWITCHES = re.compile(
 
 
 def test_no_shipped_code_turns_verification_off():
-    files = [p for name in SHIPPED for p in ((REPO / name).rglob("*.py") if (REPO / name).is_dir() else [REPO / name])]
+    roots = [REPO / name for name in SHIPPED if (REPO / name).exists()]
+    files = [p for root in roots for p in (root.rglob("*.py") if root.is_dir() else [root])]
     assert len(files) > 10
     offenders = [f"{p.relative_to(REPO)}:{m.group(0)}" for p in files for m in SWITCHES.finditer(p.read_text())]
     assert offenders == []
