@@ -45,6 +45,17 @@ def _is_local(url: str | None) -> bool | None:
     return is_loopback_host(urlsplit(url).hostname) if url else None
 
 
+def _host(url: str) -> str:
+    """host[:port] of a URL, without any user name, password or query that might be in it."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def _public_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{_host(url)}{parts.path.rstrip('/')}"
+
+
 def storage_target(settings: Settings) -> ServiceTarget:
     container = settings.mm_telemetry_storage_container
     if settings.mm_storage_connection_string:
@@ -52,7 +63,7 @@ def storage_target(settings: Settings) -> ServiceTarget:
         account = parts.get("accountname") or settings.mm_storage_account or "?"
         endpoint = parts.get("blobendpoint") or f"https://{account}.blob.core.windows.net"
         local = _is_local(endpoint) or parts.get("usedevelopmentstorage") == "true"
-        return ServiceTarget(STORAGE, account, f"container {container} at {urlsplit(endpoint).netloc}", local)
+        return ServiceTarget(STORAGE, account, f"container {container} at {_host(endpoint)}", local)
     if settings.mm_storage_account:
         return ServiceTarget(STORAGE, settings.mm_storage_account, f"container {container}", False)
     return ServiceTarget(STORAGE, "not configured", "set mm_storage_account", None)
@@ -65,11 +76,13 @@ def targets(settings: Settings) -> list[ServiceTarget]:
     project = settings.custom_vision_project_id
     return [
         storage_target(settings),
-        ServiceTarget(MM_SERVER, mm or "not configured", "" if mm else "set mm_server_url", _is_local(mm)),
+        ServiceTarget(
+            MM_SERVER, _public_url(mm) if mm else "not configured", "" if mm else "set mm_server_url", _is_local(mm)
+        ),
         ServiceTarget(
             CUSTOM_VISION,
             f"project {project}" if project else "not configured",
-            urlsplit(cv).netloc if cv else "set custom_vision_endpoint",
+            _host(cv) if cv else "set custom_vision_endpoint",
             _is_local(cv),
         ),
     ]

@@ -152,16 +152,7 @@ class Curator:
             else:
                 results[blob.key] = hit
 
-        # One key request a model version first: when the MM server is down or does not know a version,
-        # its blobs fail at once instead of each waiting for the same answer.
-        versions = {(b.model_name, b.model_version) for b in missing if b.has_model}
-        keyless = {
-            version: error
-            for version, error in map_bounded(
-                lambda v: self.locker.key_for(*v), versions, max_concurrency=max_concurrency
-            )
-            if isinstance(error, CuratorError)
-        }
+        keyless = self._fetch_keys({(b.model_name, b.model_version) for b in missing if b.has_model})
 
         def attempt(blob: RetrainingBlob) -> bytes:
             if (blob.model_name, blob.model_version) in keyless:
@@ -181,6 +172,29 @@ class Curator:
                 self.ledger.note_undecryptable(blob.key, reason=f"{result.reason}: {result.message}", actor=self.actor)
             results[blob.key] = result
         return results
+
+    def _fetch_keys(self, versions: set[tuple[str, str]]) -> dict[tuple[str, str], CuratorError]:
+        """Fetch each version's key once, up front; returns the versions whose key cannot be had and why.
+
+        Their blobs then fail at once instead of each waiting for the same answer. When the first
+        request fails for a reason that is not the version's own (the MM server is down), every
+        version fails with it without asking again.
+        """
+        ordered = sorted(versions)
+        if not ordered:
+            return {}
+        try:
+            self.locker.key_for(*ordered[0])
+        except BlobError as exc:  # that version is unknown: the others may be fine
+            keyless: dict[tuple[str, str], CuratorError] = {ordered[0]: exc}
+        except CuratorError as exc:
+            return dict.fromkeys(ordered, exc)
+        else:
+            keyless = {}
+        for version, result in map_bounded(lambda v: self.locker.key_for(*v), ordered[1:], max_concurrency=4):
+            if isinstance(result, CuratorError):
+                keyless[version] = result
+        return keyless
 
     # -- Custom Vision and the ledger -----------------------------------------------------------------
 
@@ -205,9 +219,9 @@ class Curator:
         """The Custom Vision project's tags."""
         return self.customvision.tags(refresh=refresh)
 
-    def create_tag(self, name: str) -> TagInfo:
+    def create_tag(self, name: str, *, actor: str | None = None) -> TagInfo:
         tag = self.customvision.create_tag(name)
-        self.ledger.log(self._who(None), "create-tag", project_id=self.customvision.project_id, outcome=tag.name)
+        self.ledger.log(self._who(actor), "create-tag", project_id=self.customvision.project_id, outcome=tag.name)
         return tag
 
     def records(self, blobs: list[RetrainingBlob]) -> dict[tuple[str, str, str], BlobRecord]:

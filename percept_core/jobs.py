@@ -29,6 +29,10 @@ class PushJobs:
         with self._lock:
             return self._jobs.get(project_id)
 
+    def all(self) -> list[BackgroundPush]:
+        with self._lock:
+            return list(self._jobs.values())
+
     def start_push_all(self, curator: Curator, *, total: int | None = None) -> BackgroundPush:
         """Push everything not yet in the project, untagged, in the background (or return the run already going)."""
         project_id = curator.customvision.project_id

@@ -406,13 +406,17 @@ class Ledger:
             return
         with self._transaction() as db:
             for key, name, version in items:
-                db.execute(
-                    "INSERT INTO blobs (container, name, etag, model_name, model_version, updated_at, updated_by) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (container, name, etag) DO UPDATE SET "
-                    "model_name=COALESCE(blobs.model_name, excluded.model_name), "
-                    "model_version=COALESCE(blobs.model_version, excluded.model_version)",
-                    (*key, name, version, _now(), actor),
-                )
+                self._note_model(db, key, name, version, actor)
+
+    @staticmethod
+    def _note_model(db, key: BlobKey, name: str | None, version: str | None, actor: str) -> None:
+        db.execute(
+            "INSERT INTO blobs (container, name, etag, model_name, model_version, updated_at, updated_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (container, name, etag) DO UPDATE SET "
+            "model_name=COALESCE(blobs.model_name, excluded.model_name), "
+            "model_version=COALESCE(blobs.model_version, excluded.model_version)",
+            (*key, name, version, _now(), actor),
+        )
 
     def note_undecryptable(self, key: BlobKey, *, reason: str, actor: str) -> None:
         with self._transaction() as db:
@@ -527,8 +531,11 @@ class Ledger:
         actor: str,
         outcome: str = "pushed",
         details: dict[str, Any] | None = None,
+        model: tuple[str | None, str | None] | None = None,
     ) -> None:
         with self._transaction() as db:
+            if model and any(model):
+                self._note_model(db, key, *model, actor)
             db.execute(
                 "INSERT INTO pushes (container, name, etag, project_id, state, image_id, sha256, tags, reason, "
                 "claim, claimed_at, updated_at, updated_by) VALUES (?, ?, ?, ?, 'pushed', ?, ?, ?, NULL, NULL, "

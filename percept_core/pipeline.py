@@ -337,6 +337,7 @@ class PushPipeline:
             report.eligible_by_version[version_label(blob)] += 1
             report.eligible_by_day[blob.captured_at.date() if blob.captured_at else date.min] += 1
 
+        being_pushed = {claim.key for claim in self.ledger.claims(self.project_id) if claim.live}
         iterator = iter(self.data.list_blobs(blob_filter))
         while chunk := list(islice(iterator, 500)):
             if cancel is not None and cancel.cancelled:
@@ -352,6 +353,8 @@ class PushPipeline:
                     report.rejected += 1
                 elif state == Review.NEAR_DUPLICATE:
                     report.near_duplicates += 1
+                elif blob.key in being_pushed:
+                    report.in_progress += 1  # another live run holds it: not ours to count as eligible
                 elif record is not None and record.sha256 and state != Review.UNDECRYPTABLE:
                     tally_eligible(blob, record.sha256)
                 else:
@@ -561,6 +564,7 @@ class _Run:
                 actor=self.actor,
                 outcome=str(outcome),
                 details=details or None,
+                model=(blob.model_name, blob.model_version),
             )
         elif outcome == Outcome.UNDECRYPTABLE:
             self.ledger.note_undecryptable(key, reason=reason, actor=self.actor)

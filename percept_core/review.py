@@ -185,16 +185,22 @@ def push_selected(
     return curator.push(list(blobs), tags=list(tags), progress=progress)
 
 
+# Outcomes in the order a summary names them: what went through first, what did not last.
+OUTCOME_ORDER = ("pushed", "duplicate", "rejected", "restored", "skipped", "undecryptable", "refused", "failed")
+
+
 def outcome_counts(outcomes: Sequence[object]) -> dict[str, int]:
-    """Outcome -> count, in first-seen order (works for ItemOutcome and ReviewOutcome)."""
+    """Outcome -> count, in OUTCOME_ORDER (for ItemOutcome and ReviewOutcome alike)."""
     counts: dict[str, int] = {}
     for outcome in outcomes:
         label = str(outcome.outcome)  # type: ignore[attr-defined]
         counts[label] = counts.get(label, 0) + 1
-    return counts
+    rank = {label: index for index, label in enumerate(OUTCOME_ORDER)}
+    return dict(sorted(counts.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 __all__ = [
+    "OUTCOME_ORDER",
     "STATES",
     "Pager",
     "ReviewOutcome",

@@ -211,3 +211,18 @@ def test_retagging_a_pushed_image_changes_its_tags_without_a_new_upload(demo, st
     assert [t.tag_name for t in image.tags] == ["product"]
     assert curator.records([blob])[blob.key].tags == ("product",)
     assert stack.emulator.stats.snapshot()["requests"].get("CreateImagesFromFiles", 0) == calls_before
+
+
+def test_dry_run_counts_blobs_another_live_run_is_pushing_and_pushes_remember_the_model(
+    stack, project_id, make_curator, container_name
+):
+    upload_frames(stack, container_name, [jpeg(i) for i in range(240, 246)])
+    curator = make_curator(project_id, mm_telemetry_storage_container=container_name)
+    blobs = list(curator.blobs())
+    other_run = curator.ledger.new_run_id()  # alive: this very process
+    curator.ledger.claim([b.key for b in blobs[:2]], project_id, other_run, actor="someone else")
+    dry = curator.push_all_untagged(dry_run=True)
+    assert (dry.in_progress, dry.eligible) == (2, 4)
+    curator.ledger.release([b.key for b in blobs[:2]], project_id, other_run)
+    curator.push(blobs[:1])
+    assert curator.ledger.blob_models([blobs[0].key]) == {blobs[0].key: ("people-counter", "1.0")}

@@ -1,0 +1,424 @@
+"""Pieces the pages share: the shared Curator, the reviewer, the sidebar, filters, tiles, progress and results.
+
+Not a page: `app.py` lists the pages explicitly. Nothing here decides anything a notebook would need;
+that lives in `percept_core`. Decrypted bytes live only in the session's `PreviewCache` (bounded) and
+in the element being shown, never in `st.cache_data`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import runpy
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from percept_core import ConfigError, Curator, CuratorError, RetrainingBlob, Settings
+from percept_core.blobs import BlobFilter
+from percept_core.connections import environment_label, quick_health, targets
+from percept_core.curator import ConnectionCheck
+from percept_core.customvision import ProjectInfo
+from percept_core.images import PreviewCache
+from percept_core.jobs import PushJobs
+from percept_core.ledger import BlobRecord, default_actor
+from percept_core.pipeline import PushProgress
+from percept_core.review import STATES, Pager, ReviewQuery
+
+PAGE_SIZE = 48
+PREVIEW_CACHE_BYTES = 48 * 1024 * 1024  # ~2,000 thumbnails a session
+HEALTH_SECONDS = 30
+TILE_COLUMNS = 6
+
+STATE_COLOURS = {
+    "new": "blue",
+    "pushed": "green",
+    "failed": "red",
+    "pushing": "yellow",
+    "rejected": "gray",
+    "cannot decrypt": "orange",
+    "near_duplicate": "violet",
+}
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+_ENTERED = "_entered_through_app"
+
+# -- the way into every page: app.py ----------------------------------------------------------------
+
+
+def entering_page() -> None:
+    """app.py says it is running the page (called just before the page runs)."""
+    st.session_state[_ENTERED] = True
+
+
+def through_app() -> None:
+    """Run the page inside app.py (sign-in, navigation, sidebar) even when Streamlit opened its file itself.
+
+    With a `pages/` folder beside app.py, Streamlit runs a page's file on its own (its old folder mode)
+    when a process's first request is that page's URL, and in every AppTest run; app.py's st.navigation
+    ends that mode for the process. So a page not entered through app.py runs app.py, which runs the
+    page, and stops there.
+    """
+    if st.session_state.pop(_ENTERED, False):
+        return
+    runpy.run_path(str(APP), run_name="__main__")
+    st.stop()
+
+
+# -- settings, the shared Curator and the reviewer ---------------------------------------------------
+
+
+def _fingerprint(settings: Settings) -> str:
+    """Identifies a configuration (secrets included, hashed in memory) so a change builds new clients."""
+    text = "\n".join(f"{f.name}={getattr(settings, f.name)!r}" for f in fields(settings) if f.name != "sources")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@st.cache_resource(show_spinner=False)
+def _curator_for(fingerprint: str, _settings: Settings) -> Curator:
+    """One Curator per configuration for the whole process: clients and the key cache, never plaintext."""
+    return Curator(_settings)
+
+
+def shared_curator() -> Curator:
+    """The process-wide Curator for the settings in use (raises ConfigError when they are wrong)."""
+    settings = Settings.load()
+    return _curator_for(_fingerprint(settings), settings)
+
+
+@st.cache_resource(show_spinner=False)
+def push_jobs() -> PushJobs:
+    """The process-wide registry of background pushes: a run outlives the tab that started it."""
+    return PushJobs()
+
+
+def sign_in() -> str:
+    """The reviewer recorded in the ledger: the signed-in user's e-mail, else the OS user.
+
+    The one place an auth gate goes (`st.login` with Entra ID arrives here in a later issue).
+    """
+    user = st.user
+    email = user.get("email") if user.get("is_logged_in") else None
+    st.session_state["reviewer"] = str(email) if email else default_actor()
+    return st.session_state["reviewer"]
+
+
+def reviewer() -> str:
+    return st.session_state.get("reviewer") or default_actor()
+
+
+def curator() -> Curator:
+    """The shared Curator acting as this reviewer; a page without settings stops with what is missing."""
+    try:
+        return shared_curator().acting_as(reviewer())
+    except ConfigError as exc:
+        show_error("The settings are incomplete", exc)
+        st.page_link("pages/connections.py", label="See the settings in use", icon=":material/settings:")
+        st.stop()
+
+
+def project(curator: Curator) -> ProjectInfo:
+    """The Custom Vision project, or the page stops saying why it cannot be reached."""
+    try:
+        return curator.project()
+    except CuratorError as exc:
+        show_error("Custom Vision cannot be reached", exc)
+        st.stop()
+
+
+def show_error(title: str, exc: BaseException) -> None:
+    hint = getattr(exc, "hint", None)
+    message = getattr(exc, "message", None) or str(exc)
+    st.error(f"**{title}.** {message}" + (f"  \n{hint}" if hint else ""), icon=":material/error:")
+
+
+def preview_cache() -> PreviewCache:
+    """This session's thumbnails, bounded by bytes: paging back decrypts nothing again."""
+    if "preview_cache" not in st.session_state:
+        st.session_state["preview_cache"] = PreviewCache(max_bytes=PREVIEW_CACHE_BYTES)
+    return st.session_state["preview_cache"]
+
+
+# -- the sidebar -------------------------------------------------------------------------------------
+
+
+@st.cache_resource(ttl=HEALTH_SECONDS, show_spinner=False)
+def _health(fingerprint: str, _curator: Curator) -> dict[str, ConnectionCheck]:
+    return {check.service: check for check in quick_health(_curator)}
+
+
+def sidebar() -> None:
+    """Where the app is connected, each service with a health dot; never a secret."""
+    with st.sidebar:
+        try:
+            settings = Settings.load()
+        except ConfigError as exc:
+            st.error(f"Settings: {exc}")
+            return
+        st.caption(f"**{environment_label(settings)}**")
+        try:
+            health = _health(_fingerprint(settings), shared_curator())
+        except ConfigError:
+            health = {}
+        for target in targets(settings):
+            check = health.get(target.service)
+            dot = ":gray[○]" if check is None or target.local is None else (":green[●]" if check.ok else ":red[●]")
+            where = target.where
+            if target.service == "Custom Vision" and check is not None and check.ok:
+                where = check.message
+            lines = f"{dot} **{target.service}**  \n{where}" + (f"  \n{target.detail}" if target.detail else "")
+            st.markdown(lines, help=None if check is None else check.message)
+        st.caption(f"Reviewer: {reviewer()}")
+
+
+# -- filters and paging ------------------------------------------------------------------------------
+
+
+def review_filters(curator: Curator) -> ReviewQuery:
+    """Model, version, confidence, capture dates, state and name: all on metadata and the ledger."""
+    seen: set[tuple[str, str | None]] = set(st.session_state.get("seen_models", ()))
+    seen |= set(curator.ledger.known_models())
+    names = sorted({name for name, _ in seen if name})
+    versions = sorted({version for _, version in seen if version})
+    c = st.columns([3, 2, 3, 3, 3, 3])
+    model_names = c[0].multiselect("Model", names, key="f_models", accept_new_options=True, placeholder="Any")
+    model_versions = c[1].multiselect("Version", versions, key="f_versions", accept_new_options=True, placeholder="Any")
+    low, high = c[2].slider("Confidence (%)", 0, 100, (0, 100), key="f_confidence")
+    dates = c[3].date_input("Captured between", value=(), key="f_dates", format="YYYY-MM-DD")
+    states = c[4].multiselect("State", STATES, key="f_states", placeholder="Any")
+    name = c[5].text_input("Name contains", key="f_name", placeholder="e.g. 2026-11-15")
+    dates = tuple(dates) if isinstance(dates, tuple | list) else (dates,) if isinstance(dates, date) else ()
+    return ReviewQuery(
+        BlobFilter(
+            model_names=tuple(model_names),
+            model_versions=tuple(model_versions),
+            min_confidence=float(low) if low > 0 else None,
+            max_confidence=float(high) if high < 100 else None,
+            captured_from=dates[0] if dates else None,
+            captured_to=dates[1] if len(dates) > 1 else None,
+            name_contains=name.strip(),
+        ),
+        tuple(states),
+    )
+
+
+def session_pager(query: ReviewQuery) -> Pager:
+    """This session's pager; a new query starts again at page 1."""
+    pager: Pager | None = st.session_state.get("pager")
+    if pager is None or pager.query != query:
+        pager = Pager(query, page_size=PAGE_SIZE)
+        st.session_state["pager"] = pager
+    return pager
+
+
+def remember_models(blobs: Iterable[RetrainingBlob]) -> None:
+    seen = set(st.session_state.get("seen_models", ()))
+    seen |= {(b.model_name, b.model_version) for b in blobs if b.model_name}
+    st.session_state["seen_models"] = seen
+
+
+def pager_controls(pager: Pager, shown: int, *, key: str) -> None:
+    left, middle, right = st.columns([1, 4, 1], vertical_alignment="center")
+    left.button("Previous", key=f"{key}_prev", disabled=not pager.has_previous, on_click=pager.previous)
+    more = "more after it" if pager.has_next else "the last page"
+    middle.markdown(f"Page {pager.number} · {shown} blobs · {more}")
+    right.button("Next", key=f"{key}_next", disabled=not pager.has_next, on_click=pager.next)
+
+
+# -- selection ---------------------------------------------------------------------------------------
+
+
+class Selection:
+    """The reviewer's picks (blob records, metadata only) and why a failed one is still picked."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, RetrainingBlob] = {}
+        self.reasons: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.blobs
+
+    def add(self, blobs: Iterable[RetrainingBlob]) -> None:
+        self.blobs.update((b.name, b) for b in blobs)
+
+    def discard(self, name: str) -> None:
+        self.blobs.pop(name, None)
+        self.reasons.pop(name, None)
+
+    def clear(self) -> None:
+        self.blobs.clear()
+        self.reasons.clear()
+
+    def keep_failed(self, failed: Sequence[tuple[str, str]]) -> None:
+        """After an action: only the items that did not go through stay picked, with their reasons."""
+        kept = {name: self.blobs[name] for name, _ in failed if name in self.blobs}
+        self.blobs = kept
+        self.reasons = {name: reason for name, reason in failed if name in kept}
+
+    def items(self) -> list[RetrainingBlob]:
+        return list(self.blobs.values())
+
+
+def selection() -> Selection:
+    if "selection" not in st.session_state:
+        st.session_state["selection"] = Selection()
+    return st.session_state["selection"]
+
+
+def _pick_key(name: str) -> str:
+    return f"pick:{name}"
+
+
+def _toggle(blob: RetrainingBlob) -> None:
+    picked = selection()
+    if st.session_state.get(_pick_key(blob.name)):
+        picked.add([blob])
+    else:
+        picked.discard(blob.name)
+
+
+# -- tiles -------------------------------------------------------------------------------------------
+
+
+def tile_caption(blob: RetrainingBlob) -> str:
+    captured = f"{blob.captured_at:%Y-%m-%d %H:%M:%S}" if blob.captured_at else "capture time unknown"
+    confidence = f"{blob.confidence:g}%" if blob.confidence is not None else "confidence ?"
+    model = f"{blob.model_name or '?'} {blob.model_version or '?'}"
+    return f"{captured} · {confidence} · {model}"
+
+
+def gallery(
+    curator: Curator,
+    blobs: Sequence[RetrainingBlob],
+    records: dict[tuple[str, str, str], BlobRecord],
+    thumbnails: dict[tuple[str, str, str], bytes | CuratorError],
+) -> None:
+    """Tiles of TILE_COLUMNS: thumbnail (or why there is none), facts, state, checkbox, larger view."""
+    picked = selection()
+    for row_start in range(0, len(blobs), TILE_COLUMNS):
+        columns = st.columns(TILE_COLUMNS)
+        for column, blob in zip(columns, blobs[row_start : row_start + TILE_COLUMNS], strict=False):
+            with column, st.container(border=True, key=f"tile:{blob.name}"):
+                _tile(curator, blob, records.get(blob.key), thumbnails.get(blob.key), picked)
+
+
+def _tile(
+    curator: Curator,
+    blob: RetrainingBlob,
+    record: BlobRecord | None,
+    thumbnail: bytes | CuratorError | None,
+    picked: Selection,
+) -> None:
+    if isinstance(thumbnail, bytes):
+        st.image(thumbnail, width="stretch")
+    else:
+        st.error(f"**{getattr(thumbnail, 'reason', 'no preview')}**", icon=":material/broken_image:")
+        st.caption(getattr(thumbnail, "message", ""))
+    state = curator.state_of(blob, record)
+    st.badge(state, color=STATE_COLOURS.get(state, "gray"))
+    st.caption(tile_caption(blob))
+    if blob.name in picked.reasons:
+        st.warning(picked.reasons[blob.name], icon=":material/report:")
+    key = _pick_key(blob.name)
+    st.session_state[key] = blob.name in picked
+    st.checkbox(blob.name, key=key, on_change=_toggle, args=(blob,))
+    if st.button("Larger view", key=f"open:{blob.name}", type="tertiary", icon=":material/open_in_full:"):
+        larger_view(curator, blob, record)
+
+
+@st.dialog("Frame", width="large")
+def larger_view(curator: Curator, blob: RetrainingBlob, record: BlobRecord | None) -> None:
+    """The full decrypted frame (shown, not kept) and everything known about the blob."""
+    st.markdown(f"**{blob.name}**")
+    try:
+        st.image(curator.decrypt(blob), width="stretch")
+    except CuratorError as exc:
+        st.error(f"**{exc.reason}**  \n{exc}", icon=":material/broken_image:")
+    facts: dict[str, Any] = {
+        "state": curator.state_of(blob, record),
+        "model name": blob.model_name,
+        "model version": blob.model_version,
+        "confidence": blob.confidence,
+        "captured at": blob.captured_at,
+        "container": blob.container,
+        "etag": blob.etag,
+        "size (bytes)": blob.size,
+        "last modified": blob.last_modified,
+        "file_ref": blob.file_ref,
+        "problems": "; ".join(blob.problems),
+    }
+    if record is not None:
+        facts |= {
+            "Custom Vision image id": record.image_id,
+            "tags": ", ".join(record.tags),
+            "ledger reason": record.push_reason or record.reason,
+            "sha256": record.sha256,
+        }
+    facts |= {f"metadata: {k}": v for k, v in sorted(blob.metadata.items())}
+    table = pd.DataFrame([{"field": k, "value": "" if v is None else str(v)} for k, v in facts.items()])
+    st.table(table.set_index("field"))
+
+
+# -- progress and results ----------------------------------------------------------------------------
+
+
+def push_progress_bar(label: str, total: int) -> Callable[[PushProgress], None]:
+    bar = st.progress(0.0, text=f"{label}: 0/{total}")
+
+    def update(progress: PushProgress) -> None:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(progress.counts.items()))
+        fraction = min(1.0, progress.done / total) if total else 1.0
+        bar.progress(fraction, text=f"{label}: {progress.done}/{total} · {counts}")
+
+    return update
+
+
+def count_progress_bar(label: str) -> Callable[[int, int], None]:
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / total) if total else 1.0, text=f"{label}: {done}/{total}")
+
+    return update
+
+
+@contextmanager
+def action_errors(doing: str) -> Iterator[None]:
+    """An action that a service refuses says so on the page (what did not happen, and what to do)."""
+    try:
+        yield
+    except CuratorError as exc:
+        show_error(f"{doing} stopped", exc)
+
+
+def remember_result(title: str, counts: dict[str, int], rows: Sequence[tuple[str, str, str]], *, failed: bool) -> None:
+    """Keep an action's summary (and the items worth a word) for the page's next run: the action reruns it."""
+    st.session_state["last_result"] = {"title": title, "counts": counts, "rows": list(rows), "failed": failed}
+
+
+def show_last_result() -> None:
+    result = st.session_state.get("last_result")
+    if not result:
+        return
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in result["counts"].items()) or "nothing to do"
+    (st.warning if result["failed"] else st.success)(f"**{result['title']}:** {summary}", icon=":material/task_alt:")
+    if result["rows"]:
+        table = pd.DataFrame(result["rows"], columns=["blob", "outcome", "reason"])
+        st.dataframe(table, hide_index=True, width="stretch")
+
+
+def csv_bytes(rows: Sequence[dict[str, Any]] | pd.DataFrame, columns: Sequence[str] | None = None) -> bytes:
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=columns)
+    return frame.to_csv(index=False).encode()
+
+
+if __name__ == "__main__":  # opened as a page by Streamlit's pages/ folder mode: show the app instead
+    through_app()

@@ -1,0 +1,199 @@
+"""App fixtures: the app's settings in the environment (a fresh project and ledger per test), AppTest runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
+from msrest.authentication import ApiKeyCredentials
+from streamlit.testing.v1 import AppTest
+
+from percept_core import Curator
+from percept_core.config import _SPECS
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "app.py"
+TIMEOUT = 60
+
+
+@dataclass
+class ProjectImage:
+    """An image of the project as the Custom Vision SDK returns it."""
+
+    id: str
+    tags: frozenset[str]
+    source_blob: str | None
+
+
+@dataclass
+class AppHarness:
+    """The app under test: its settings, its project, its ledger, and ways to look behind it."""
+
+    stack: object
+    project_id: str
+    ledger_path: Path
+
+    def open(self, page: str | None = None, *, user: dict | None = None) -> AppTest:
+        """A fresh session of the app (a new browser tab), on `page` (e.g. "pages/activity.py")."""
+        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+        if user is not None:
+            at.user = user
+        if page:
+            at.switch_page(page)  # straight there, as a link to the page would
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    @property
+    def curator(self) -> Curator:
+        """The Curator the app shares between sessions (its clients, key cache and ledger)."""
+        from pages import _ui
+
+        return _ui.shared_curator()
+
+    def trainer(self) -> CustomVisionTrainingClient:
+        return CustomVisionTrainingClient(
+            self.stack.customvision.url, ApiKeyCredentials(in_headers={"Training-key": self.stack.training_key})
+        )
+
+    def project_images(self) -> list[ProjectImage]:
+        """Every image of the project, through the Custom Vision SDK."""
+        trainer = self.trainer()
+        found = []
+        for status in ("Tagged", "Untagged"):
+            skip = 0
+            while True:
+                page = trainer.get_images(self.project_id, tagging_status=status, take=256, skip=skip)
+                found += [
+                    ProjectImage(
+                        image.id,
+                        frozenset(t.tag_name for t in image.tags or []),
+                        (image.metadata or {}).get("source_blob"),
+                    )
+                    for image in page
+                ]
+                if len(page) < 256:
+                    break
+                skip += 256
+        return found
+
+
+@pytest.fixture
+def app_env(stack, demo, monkeypatch, tmp_path) -> Iterator[AppHarness]:
+    """The app's settings in the environment, as `make run` gives them: the test stack, a fresh
+    classification project with three tags, a ledger of the test's own, and an empty working folder."""
+    project_id = stack.new_project("app", tags=("person", "product", "empty-shelf"))
+    harness = AppHarness(stack, project_id, tmp_path / "ledger.sqlite")
+    _apply_environment(monkeypatch, tmp_path, stack, harness)
+    yield harness
+    _reset_app()
+
+
+@pytest.fixture
+def app_env_factory(stack, demo, monkeypatch, tmp_path) -> Iterator[Callable[..., AppHarness]]:
+    """Like app_env, with another kind of project or other settings (another container, a slow tier...)."""
+
+    def make(*, detection: bool = False, tags: tuple[str, ...] = ("person", "product"), **overrides) -> AppHarness:
+        project_id = stack.new_project("app", detection=detection, tags=tags)
+        harness = AppHarness(stack, project_id, tmp_path / "ledger.sqlite")
+        _apply_environment(monkeypatch, tmp_path, stack, harness, **overrides)
+        return harness
+
+    yield make
+    _reset_app()
+
+
+def _apply_environment(monkeypatch, tmp_path, stack, harness: AppHarness, **overrides: str) -> None:
+    for spec in _SPECS.values():
+        monkeypatch.delenv(spec.key, raising=False)
+        monkeypatch.delenv(spec.key.upper(), raising=False)
+    values = stack.values(
+        custom_vision_project_id=harness.project_id, percept_ledger_path=str(harness.ledger_path), **overrides
+    )
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir(exist_ok=True)
+    monkeypatch.chdir(workdir)  # no .env or local.settings.json of the developer's
+    st.cache_resource.clear()  # a new process, as far as the app can tell
+
+
+def _reset_app() -> None:
+    """No push thread and no shared Curator outlive the test."""
+    from pages import _ui
+
+    for job in _ui.push_jobs().all():
+        job.cancel()
+        job.wait(60)
+    st.cache_resource.clear()
+
+
+def wait_until(condition: Callable[[], object], *, timeout: float = 60, what: str = "the condition") -> object:
+    """Poll `condition` until it is truthy (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)  # polling interval of a deadline-bounded wait, not a synchronisation
+
+
+# -- reading and driving the app like a reviewer ------------------------------------------------------
+
+
+def button(at: AppTest, label: str):
+    """The one button with this label (on the page or in an open dialog)."""
+    found = [b for b in at.button if b.label == label]
+    assert len(found) == 1, f"{len(found)} buttons labelled {label!r}: {[b.label for b in at.button]}"
+    return found[0]
+
+
+def tile(at: AppTest, name: str):
+    return at.get_by_key(f"tile:{name}")
+
+
+def tile_names(at: AppTest) -> list[str]:
+    """The blob names of the tiles shown, in order (each tile's checkbox is labelled with its name)."""
+    return [c.label for c in at.checkbox if c.key and c.key.startswith("pick:")]
+
+
+def ticked(at: AppTest) -> set[str]:
+    return {c.label for c in at.checkbox if c.key and c.key.startswith("pick:") and c.value}
+
+
+def tick(at: AppTest, *names: str) -> AppTest:
+    for name in names:
+        at.checkbox(key=f"pick:{name}").check()
+    return at.run()
+
+
+def state_badge(at: AppTest, name: str) -> str:
+    """The state a tile shows (its badge, `:colour-badge[state]`)."""
+    badges = [m.value for m in tile(at, name).markdown if "-badge[" in m.value]
+    assert len(badges) == 1, badges
+    return badges[0].split("[", 1)[1].rstrip("]")
+
+
+def dialog(at: AppTest):
+    """The open dialog's block, if one is open."""
+    return next((node for node in at if getattr(node, "type", None) == "dialog"), None)
+
+
+def texts(at: AppTest) -> str:
+    """Every text the app shows (values, labels, captions, table cells), for looking for secrets."""
+    parts = []
+    for node in at:
+        for attribute in ("value", "label", "body", "help", "placeholder"):
+            value = getattr(node, attribute, None)
+            if isinstance(value, str):
+                parts.append(value)
+        if getattr(node, "type", None) in ("dataframe", "arrow_data_frame"):
+            parts.append(node.value.to_csv())
+    return "\n".join(parts)

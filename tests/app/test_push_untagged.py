@@ -1,0 +1,137 @@
+"""The Push untagged page: dry run, confirmation, a background run with live progress, cancel, resume."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from percept_core.review import push_selected
+from tests.app.conftest import button, dialog, wait_until
+
+PAGE = "pages/push_untagged.py"
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def finished(at) -> str | None:
+    """The run's verdict once the page shows it (polling the page as a reviewer would reload it)."""
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return next((m.value for m in [*at.success, *at.warning] if m.value.startswith(("**Finished**", "**Cancel"))), None)
+
+
+def good_blobs(curator, demo):
+    return [b for b in curator.blobs() if b.name not in demo.bad.values()]
+
+
+def test_dry_run_first_shows_the_counts_as_a_table_and_charts(app_env, demo):
+    curator = app_env.curator.acting_as("earlier-reviewer")
+    blobs = good_blobs(curator, demo)
+    push_selected(curator, blobs[:2])
+    curator.reject(blobs[2:3])
+
+    at = app_env.open(PAGE)
+    assert button(at, "Push all untagged").disabled  # nothing to confirm before a dry run
+    button(at, "Dry run").click().run()
+    assert not at.exception
+
+    shown = metrics(at)
+    assert shown["Eligible"] == str(len(blobs) - 3)
+    assert shown["Already pushed"] == "2" and shown["Rejected"] == "1"
+    assert shown["Cannot decrypt"] == "5" and shown["Duplicates by content"] == "0"
+    assert shown["Project headroom"] == f"{100_000 - 2:,}"
+    table = dict(zip(at.dataframe[0].value["what"], at.dataframe[0].value["count"], strict=True))
+    assert table["Blobs listed"] == len(blobs) + 5
+    assert table["Cannot decrypt: tampered"] == 2 and table["Cannot decrypt: missing metadata"] == 1
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 2  # eligible per model version, and per capture day
+    assert not button(at, "Push all untagged").disabled
+
+
+def test_push_all_untagged_is_confirmed_runs_in_the_background_and_reports(app_env, demo):
+    good = good_blobs(app_env.curator, demo)
+    at = app_env.open(PAGE)
+    button(at, "Dry run").click().run()
+    eligible = int(metrics(at)["Eligible"])
+    assert eligible == len(good)
+
+    button(at, "Push all untagged").click().run()
+    confirm = dialog(at)
+    assert confirm is not None and confirm.proto.dialog.title == "Confirm push"
+    assert f"Push **{eligible}** images untagged" in confirm.markdown[0].value
+    assert app_env.project_images() == []  # nothing goes before the reviewer confirms
+
+    button(at, "Not now").click().run()
+    assert dialog(at) is None and app_env.project_images() == []
+    button(at, "Push all untagged").click().run()
+    button(at, "Confirm push").click().run()
+    verdict = wait_until(lambda: finished(at), what="the push to finish")
+    assert verdict.startswith("**Finished**") and f"{eligible} pushed, 5 undecryptable" in verdict
+    rows = at.dataframe[0].value
+    assert len(rows) == len(good) + 5 and set(rows["outcome"]) == {"pushed", "undecryptable"}
+    assert set(rows.loc[rows["outcome"] == "undecryptable", "blob"]) == set(demo.bad.values())
+    assert [d.label for d in at.download_button] == ["Download results (CSV)"]
+
+    trainer = app_env.trainer()
+    assert trainer.get_untagged_image_count(app_env.project_id) == eligible
+    assert trainer.get_tagged_image_count(app_env.project_id) == 0
+
+    # Another tab (or the same reviewer after closing this one) finds the run's result.
+    other = app_env.open(PAGE)
+    assert any(m.value.startswith("**Finished**") for m in [*other.success, *other.warning])
+
+
+def test_a_running_push_shows_live_progress_and_can_be_cancelled(app_env_factory, demo):
+    harness = app_env_factory(custom_vision_rate_per_second="4")  # slow enough to watch and to cancel
+    good = good_blobs(harness.curator, demo)
+    at = harness.open(PAGE)
+    button(at, "Dry run").click().run()
+    button(at, "Push all untagged").click().run()
+    button(at, "Confirm push").click().run()
+
+    def some_pushed():
+        at.run()
+        bars = [p for p in at.get("progress") if "Pushing:" in (p.proto.text or "")]
+        return bars and int(metrics(at).get("Pushed", "0")) >= 2 and bars[0].proto.text
+
+    text = wait_until(some_pushed, what="two images to be pushed")
+    assert f"/{len(good) + 5} ·" in text and "images/s" in text
+    button(at, "Cancel").click().run()
+
+    verdict = wait_until(lambda: finished(at), what="the run to stop")
+    assert verdict.startswith("**Cancelled**")
+    rows = at.dataframe[0].value
+    pushed = int((rows["outcome"] == "pushed").sum())
+    assert 2 <= pushed < len(good)
+    assert len(harness.project_images()) == pushed
+
+    # What was not pushed stays eligible: the next dry run counts exactly the rest.
+    button(at, "Dry run").click().run()
+    assert metrics(at)["Already pushed"] == str(pushed)
+    assert metrics(at)["Eligible"] == str(len(good) - pushed)
+
+
+def test_an_interrupted_run_is_detected_and_the_next_run_resumes_it(app_env, demo):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_run = f"{socket.gethostname()}:{int(gone.stdout)}:0123456789ab"
+    curator = app_env.curator
+    good = good_blobs(curator, demo)
+    held = good[:3]
+    curator.ledger.claim([b.key for b in held], app_env.project_id, dead_run, actor="killed-app")
+
+    at = app_env.open(PAGE)
+    assert "**An interrupted run was detected:** 3 blobs were being pushed" in at.warning[0].value
+    button(at, "Dry run").click().run()
+    assert metrics(at)["Eligible"] == str(len(good))
+    button(at, "Push all untagged").click().run()
+    button(at, "Confirm push").click().run()
+    wait_until(lambda: finished(at), what="the push to finish")
+
+    assert not any("interrupted run" in w.value for w in at.warning)
+    images = app_env.project_images()
+    assert len(images) == len(good) == len({i.source_blob for i in images})  # each once
+    assert {b.name for b in held} <= {i.source_blob for i in images}
+    assert curator.ledger.claims(app_env.project_id) == []

@@ -1,0 +1,160 @@
+"""A reviewer's session in a real browser against `streamlit run app.py` on the test stack.
+
+Filter, pick three frames, create a tag, push them with it; then push all the rest untagged; look at
+every page. Custom Vision is checked through its SDK, and afterwards no decrypted frame is on disk.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+import pytest
+from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
+from msrest.authentication import ApiKeyCredentials
+from playwright.sync_api import Page, expect
+
+from percept_core import Curator
+from tests.support.disk_scan import REPO, scan, writable_areas
+
+pytestmark = pytest.mark.browser
+
+
+def sidebar_link(page: Page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+
+
+def metric(page: Page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True))
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def images_by_tag(trainer: CustomVisionTrainingClient, project_id: str) -> dict[str, set[str]]:
+    """source blob -> its tags, for every image of the project."""
+    found: dict[str, set[str]] = {}
+    for status in ("Tagged", "Untagged"):
+        for image in trainer.get_images(project_id, tagging_status=status, take=256):
+            found[image.metadata["source_blob"]] = {t.tag_name for t in image.tags or []}
+    return found
+
+
+def test_review_push_with_a_new_tag_then_push_all_untagged(
+    app_server, page, stack, demo, artifacts_dir, tmp_path_factory
+):
+    started = time.time()
+    server, project_id, ledger_path = app_server
+    trainer = CustomVisionTrainingClient(
+        stack.customvision.url, ApiKeyCredentials(in_headers={"Training-key": stack.training_key})
+    )
+    reader = Curator(stack.settings())  # the test's own view of the container, for names and plaintexts
+    everything = list(reader.blobs())
+    good = [b for b in everything if b.name not in demo.bad.values()]
+    shelf = [b.name for b in good if b.model_name == "shelf-monitor"]
+
+    # Review: the first page, then a filter on the model.
+    page.goto(server.url)
+    expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible()
+    expect(page.get_by_text(re.compile(rf"^Page 1 · {len(everything)} blobs")).first).to_be_visible()
+    model = page.get_by_label("Model", exact=True)
+    model.click()
+    model.fill("shelf-monitor")
+    model.press("Enter")
+    model.press("Escape")
+    shown = len(shelf) + 1  # the frames and the blob of the unknown version 9.9
+    expect(page.get_by_text(re.compile(rf"^Page 1 · {shown} blobs")).first).to_be_visible()
+    chosen = shelf[:3]
+
+    for name in chosen:
+        page.get_by_text(name, exact=True).click()
+        expect(page.get_by_label(name, exact=True)).to_be_checked()
+    expect(page.get_by_text(re.compile(r"^3 selected \(3 on this page\)"))).to_be_visible()
+
+    tag = f"forklift-{secrets.token_hex(2)}"
+    page.get_by_label("New tag", exact=True).fill(tag)
+    page.get_by_role("button", name="Add tag").click()
+    expect(page.get_by_text(f"Tag '{tag}' created and chosen.")).to_be_visible()
+    expect(page.get_by_text(f"push with tags {tag}")).to_be_visible()
+
+    page.get_by_role("button", name="Push selected").click()
+    expect(page.get_by_text("Push: 3 pushed")).to_be_visible()
+    for name in chosen:
+        expect(page.get_by_label(name, exact=True)).not_to_be_checked()
+    page.screenshot(path=artifacts_dir / "1-review.png", full_page=True)
+
+    assert images_by_tag(trainer, project_id) == {name: {tag} for name in chosen}
+    assert {t.name: t.image_count for t in trainer.get_tags(project_id)}[tag] == 3
+
+    # A larger view of one frame.
+    page.get_by_role("button", name="Larger view").first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("model version", exact=True)).to_be_visible()
+    expect(dialog.locator("img")).to_have_count(1)
+    page.screenshot(path=artifacts_dir / "2-larger-view.png")
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+
+    # Push untagged: a dry run, a confirmation, a run to its end.
+    sidebar_link(page, "Push untagged")
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.get_by_text("Dry run finished")).to_be_visible()
+    eligible = int(metric(page, "Eligible").replace(",", ""))
+    assert eligible == len(good) - 3
+    assert metric(page, "Already pushed") == "3" and metric(page, "Cannot decrypt") == "5"
+    page.screenshot(path=artifacts_dir / "3-push-untagged-dry-run.png", full_page=True)
+
+    page.get_by_role("button", name="Push all untagged").click()
+    confirm = page.get_by_role("dialog")
+    expect(confirm.get_by_text(f"Push {eligible} images untagged")).to_be_visible()
+    confirm.get_by_role("button", name="Confirm push").click()
+    expect(page.get_by_text(re.compile(rf"^Finished in .*: {eligible} pushed"))).to_be_visible(timeout=120_000)
+    expect(page.get_by_role("button", name="Download results (CSV)")).to_be_visible()
+    page.screenshot(path=artifacts_dir / "4-push-untagged-finished.png", full_page=True)
+
+    assert trainer.get_untagged_image_count(project_id) == eligible
+    assert trainer.get_tagged_image_count(project_id) == 3
+
+    # Activity and Connections.
+    sidebar_link(page, "Activity")
+    expect(page.get_by_text(re.compile(r"^\d+ of \d+ events"))).to_be_visible()
+    expect(page.get_by_text("Untagged images")).to_be_visible()
+    assert metric(page, "Untagged images") == str(eligible) and metric(page, "Tagged images") == "3"
+    page.screenshot(path=artifacts_dir / "5-activity.png", full_page=True)
+
+    sidebar_link(page, "Connections")
+    page.get_by_role("button", name="Test connections").click()
+    for service in ("Storage", "MM server", "Custom Vision"):
+        expect(page.get_by_text(re.compile(rf"^{service}: "))).to_be_visible()
+    assert stack.training_key not in page.content()
+    page.screenshot(path=artifacts_dir / "6-connections.png", full_page=True)
+
+    # Afterwards: no decrypted frame anywhere the app (or the browser) could have written one.
+    page.context.close()
+    server.stop()
+    plaintexts = [reader.decrypt(b) for b in good]
+    findings = scan(
+        plaintexts=plaintexts,
+        secrets=[stack.training_key, stack.mm_config.bootstrap_secret],
+        roots=writable_areas([ledger_path.parent, server.log_path.parent]),
+        # pytest's own scratch space (this run and earlier ones), and a `make devstack`'s persisted storage:
+        # emulator data of another stack, ciphertext only, often gigabytes.
+        exclude=[tmp_path_factory.getbasetemp().parent, REPO / ".devstack"],
+        images_newer_than=started,
+    )
+    assert findings == []
+
+
+def test_a_page_opened_by_its_url_on_a_fresh_server_has_the_whole_app_around_it(app_server, page, artifacts_dir):
+    """With a pages/ folder beside app.py, Streamlit would run the page file alone; the app still wraps it."""
+    server, _, _ = app_server
+    page.goto(f"{server.url}/connections")
+    expect(page.get_by_role("heading", name="Connections", level=1)).to_be_visible()
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    expect(sidebar.get_by_text("Local devstack")).to_be_visible()
+    links = page.locator('[data-testid="stSidebarNav"]').get_by_role("link")
+    titles = ("Review", "Push untagged", "Activity", "Connections")  # the app's navigation, not the folder's
+    expect(links).to_have_text([re.compile(f"{title}$") for title in titles])
+    page.get_by_role("button", name="Test connections").click()
+    expect(page.get_by_text(re.compile(r"^Custom Vision: project "))).to_be_visible()
+    page.screenshot(path=artifacts_dir / "connections-opened-by-url.png")
