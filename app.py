@@ -7,12 +7,13 @@ Settings come from the environment, .env, local.settings.json or Streamlit secre
 
 import streamlit as st
 
-from pages import _ui
+from pages import _auth, _ui
 
 st.set_page_config(page_title="Percept Curator", page_icon=":material/photo_library:", layout="wide")
 
-# The one gate every page passes: who is reviewing. Entra ID sign-in (st.login) goes here.
-_ui.sign_in()
+# The one gate every page passes: who is reviewing. With [auth] in Streamlit's secrets, only a signed-in
+# reviewer listed in percept_reviewers gets past it; everyone else gets a sign-in or refusal page, and stops.
+_auth.gate()
 
 navigation = st.navigation(
     [

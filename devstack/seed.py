@@ -65,6 +65,7 @@ class FrameSpec:
 class SeedReport:
     frames: int = 0
     bursts: int = 0
+    burst_names: list[list[str]] = field(default_factory=list)  # each burst's blob names, in capture order
     bad: dict[str, str] = field(default_factory=dict)  # case -> blob name
     skipped: bool = False
 
@@ -190,7 +191,7 @@ def seed(
             keys[(model_name, version)] = client.get_key(model_name, version)
 
     specs = plan_frames(images, rng_seed=rng_seed)
-    report = SeedReport(frames=len(specs), bursts=_count_bursts(specs))
+    report = SeedReport(frames=len(specs), bursts=_count_bursts(specs), burst_names=_burst_names(specs))
 
     def upload(item: tuple[FrameSpec, bytes]) -> str:
         spec, ciphertext = item
@@ -219,6 +220,14 @@ def seed(
         report.bad = _upload_bad_cases(client, container, keys, rng_seed)
     container.set_container_metadata({SEED_MARKER: f"{len(specs)}"})
     return report
+
+
+def _burst_names(specs: list[FrameSpec]) -> list[list[str]]:
+    groups: dict[int, list[str]] = {}
+    for spec in specs:
+        if spec.burst is not None:
+            groups.setdefault(spec.burst, []).append(spec.device_name + ".dec")
+    return list(groups.values())
 
 
 def _count_bursts(specs: list[FrameSpec]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import runpy
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -19,11 +20,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from pages import _annotate, _keys
 from percept_core import ConfigError, Curator, CuratorError, RetrainingBlob, Settings
 from percept_core.blobs import BlobFilter
+from percept_core.bursts import Burst
 from percept_core.connections import environment_label, quick_health, targets
 from percept_core.curator import ConnectionCheck
-from percept_core.customvision import ProjectInfo
+from percept_core.customvision import CustomVisionClient, ProjectInfo
 from percept_core.images import PreviewCache
 from percept_core.jobs import PushJobs
 from percept_core.ledger import BlobRecord, default_actor
@@ -98,24 +101,33 @@ def push_jobs() -> PushJobs:
 
 
 def sign_in() -> str:
-    """The reviewer recorded in the ledger: the signed-in user's e-mail, else the OS user.
+    """The reviewer recorded in the ledger; with sign-in configured, anyone not allowed in stops here.
 
-    The one place an auth gate goes (`st.login` with Entra ID arrives here in a later issue).
+    The gate itself is `pages/_auth.py` (app.py calls it); this name stays for callers of the earlier API.
     """
-    user = st.user
-    email = user.get("email") if user.get("is_logged_in") else None
-    st.session_state["reviewer"] = str(email) if email else default_actor()
-    return st.session_state["reviewer"]
+    from pages import _auth
+
+    return _auth.gate()
 
 
 def reviewer() -> str:
-    return st.session_state.get("reviewer") or default_actor()
+    """The reviewer this session acts as, as the gate decided on this run (app.py runs it before any page).
+
+    Unset only outside app.py: then, when sign-in is required, the gate decides now (and stops anyone not
+    allowed in); in local use it is the OS user.
+    """
+    from pages import _auth
+
+    if name := st.session_state.get(_auth.REVIEWER_KEY):
+        return name
+    return _auth.gate() if _auth.sign_in_required() else default_actor()
 
 
 def curator() -> Curator:
-    """The shared Curator acting as this reviewer; a page without settings stops with what is missing."""
+    """The shared Curator for the project picked in the sidebar, acting as this reviewer; a page without
+    settings stops with what is missing."""
     try:
-        return shared_curator().acting_as(reviewer())
+        return project_curator().acting_as(reviewer())
     except ConfigError as exc:
         show_error("The settings are incomplete", exc)
         st.page_link("pages/connections.py", label="See the settings in use", icon=":material/settings:")
@@ -144,6 +156,67 @@ def preview_cache() -> PreviewCache:
     return st.session_state["preview_cache"]
 
 
+# -- the project: the settings' one, or the one picked in the sidebar ------------------------------------
+
+PROJECT_KEY = "project_id"
+# Session state that belongs to one project: a new pick starts them afresh.
+_PER_PROJECT = ("push_tags", "retag_add", "retag_remove", "pager", "last_result", "open_frame")
+
+
+@st.cache_resource(show_spinner=False)
+def _curator_for_project(fingerprint: str, project_id: str, _base: Curator) -> Curator:
+    """One Curator per project for the whole process, sharing the base's storage client, keys and ledger."""
+    return _base.for_project(project_id)
+
+
+def project_curator() -> Curator:
+    """The process-wide Curator of the project this session picked (the settings' project by default)."""
+    base = shared_curator()
+    picked = st.session_state.get(PROJECT_KEY)
+    if not picked or picked == base.settings.custom_vision_project_id:
+        return base
+    return _curator_for_project(_fingerprint(base.settings), picked, base)
+
+
+@st.cache_resource(ttl=HEALTH_SECONDS, show_spinner=False)
+def _projects(fingerprint: str, _settings: Settings) -> list[ProjectInfo]:
+    """The projects the training key can see (a project made in the portal shows within HEALTH_SECONDS)."""
+    client = CustomVisionClient.from_settings(_settings, project_id=_settings.custom_vision_project_id or "none")
+    return client.projects()
+
+
+def _project_picked() -> None:
+    for key in _PER_PROJECT:
+        st.session_state.pop(key, None)
+    selection().reasons.clear()
+
+
+def project_picker(settings: Settings) -> None:
+    """Every project the training key can see, the settings' project first; the app follows the pick."""
+    try:
+        projects = _projects(_fingerprint(settings), settings)
+    except CuratorError as exc:
+        st.caption(f"The projects cannot be listed: {exc.message}")
+        return
+    default = settings.custom_vision_project_id
+    ordered = sorted(projects, key=lambda p: (p.id != default, p.name.lower()))
+    names = {p.id: f"{p.name} · {'object detection' if p.is_detection else 'classification'}" for p in ordered}
+    if default and default not in names:  # kept, so the page says what is wrong with it rather than move on
+        names = {default: f"{default} (not visible to this key)", **names}
+    if not names:
+        return
+    if st.session_state.get(PROJECT_KEY) not in names:
+        st.session_state[PROJECT_KEY] = default if default in names else next(iter(names))
+    st.selectbox(
+        "Custom Vision project",
+        list(names),
+        format_func=names.__getitem__,
+        key=PROJECT_KEY,
+        on_change=_project_picked,
+        help="The projects this training key can see. Tags, pushes and push state follow the project picked.",
+    )
+
+
 # -- the sidebar -------------------------------------------------------------------------------------
 
 
@@ -162,7 +235,8 @@ def sidebar() -> None:
             return
         st.caption(f"**{environment_label(settings)}**")
         try:
-            health = _health(_fingerprint(settings), shared_curator())
+            picked = project_curator()
+            health = _health(f"{_fingerprint(settings)}:{picked.settings.custom_vision_project_id}", picked)
         except ConfigError:
             health = {}
         for target in targets(settings):
@@ -173,7 +247,10 @@ def sidebar() -> None:
                 where = check.message
             lines = f"{dot} **{target.service}**  \n{where}" + (f"  \n{target.detail}" if target.detail else "")
             st.markdown(lines, help=None if check is None else check.message)
+        if settings.custom_vision_endpoint and settings.custom_vision_training_key:
+            project_picker(settings)
         st.caption(f"Reviewer: {reviewer()}")
+        _keys.install(columns=TILE_COLUMNS)  # here, on every page: see _keys
 
 
 # -- filters and paging ------------------------------------------------------------------------------
@@ -207,12 +284,13 @@ def review_filters(curator: Curator) -> ReviewQuery:
     )
 
 
-def session_pager(query: ReviewQuery) -> Pager:
-    """This session's pager; a new query starts again at page 1."""
+def session_pager(query: ReviewQuery, project_id: str | None = None) -> Pager:
+    """This session's pager; a new query (or another project: states differ) starts again at page 1."""
     pager: Pager | None = st.session_state.get("pager")
-    if pager is None or pager.query != query:
+    if pager is None or pager.query != query or st.session_state.get("pager_project") != project_id:
         pager = Pager(query, page_size=PAGE_SIZE)
         st.session_state["pager"] = pager
+        st.session_state["pager_project"] = project_id
     return pager
 
 
@@ -277,15 +355,41 @@ def _pick_key(name: str) -> str:
     return f"pick:{name}"
 
 
-def _toggle(blob: RetrainingBlob) -> None:
+def _toggle(item: RetrainingBlob | Burst) -> None:
+    """A tile's checkbox: a burst's tile picks (or drops) every frame of the burst."""
     picked = selection()
-    if st.session_state.get(_pick_key(blob.name)):
-        picked.add([blob])
+    members = item.members if isinstance(item, Burst) else (item,)
+    if st.session_state.get(_pick_key(members[0].name)):
+        picked.add(members)
     else:
-        picked.discard(blob.name)
+        for member in members:
+            picked.discard(member.name)
+
+
+# -- near-duplicate bursts ---------------------------------------------------------------------------
+
+BURSTS_KEY = "bursts"
+
+
+def remember_bursts(blobs: Sequence[RetrainingBlob], bursts: Sequence[Burst], *, max_distance: int) -> None:
+    """The bursts of the pages seen (by representative name): what a later push of the selection groups by."""
+    known: dict[str, Burst] = st.session_state.get(BURSTS_KEY, {})
+    if st.session_state.get("bursts_distance") != max_distance:
+        known = {}
+    shown = {b.key for b in blobs}
+    known = {name: burst for name, burst in known.items() if not any(member.key in shown for member in burst.members)}
+    known |= {burst.representative.name: burst for burst in bursts}
+    st.session_state[BURSTS_KEY] = known
+    st.session_state["bursts_distance"] = max_distance
+
+
+def known_bursts() -> list[Burst]:
+    return list(st.session_state.get(BURSTS_KEY, {}).values())
 
 
 # -- tiles -------------------------------------------------------------------------------------------
+
+OPEN_KEY = "open_frame"
 
 
 def tile_caption(blob: RetrainingBlob) -> str:
@@ -297,51 +401,113 @@ def tile_caption(blob: RetrainingBlob) -> str:
 
 def gallery(
     curator: Curator,
-    blobs: Sequence[RetrainingBlob],
+    items: Sequence[RetrainingBlob | Burst],
     records: dict[tuple[str, str, str], BlobRecord],
     thumbnails: dict[tuple[str, str, str], bytes | CuratorError],
+    *,
+    notes: dict[str, str] | None = None,
 ) -> None:
-    """Tiles of TILE_COLUMNS: thumbnail (or why there is none), facts, state, checkbox, larger view."""
+    """Tiles of TILE_COLUMNS: thumbnail (or why there is none), facts, state, checkbox, larger view.
+
+    A burst of near-duplicates is one tile, its representative's, with the number of frames it stands for;
+    `notes` adds a line to a blob's tile (its boxes in progress, say).
+    """
     picked = selection()
-    for row_start in range(0, len(blobs), TILE_COLUMNS):
+    for row_start in range(0, len(items), TILE_COLUMNS):
         columns = st.columns(TILE_COLUMNS)
-        for column, blob in zip(columns, blobs[row_start : row_start + TILE_COLUMNS], strict=False):
+        for column, item in zip(columns, items[row_start : row_start + TILE_COLUMNS], strict=False):
+            blob = item.representative if isinstance(item, Burst) else item
             with column, st.container(border=True, key=f"tile:{blob.name}"):
-                _tile(curator, blob, records.get(blob.key), thumbnails.get(blob.key), picked)
+                _tile(curator, item, records, thumbnails.get(blob.key), picked, (notes or {}).get(blob.name))
 
 
 def _tile(
     curator: Curator,
-    blob: RetrainingBlob,
-    record: BlobRecord | None,
+    item: RetrainingBlob | Burst,
+    records: dict[tuple[str, str, str], BlobRecord],
     thumbnail: bytes | CuratorError | None,
     picked: Selection,
+    note: str | None,
 ) -> None:
+    blob = item.representative if isinstance(item, Burst) else item
+    members = item.members if isinstance(item, Burst) else (item,)
     if isinstance(thumbnail, bytes):
         st.image(thumbnail, width="stretch")
     else:
         st.error(f"**{getattr(thumbnail, 'reason', 'no preview')}**", icon=":material/broken_image:")
         st.caption(getattr(thumbnail, "message", ""))
-    state = curator.state_of(blob, record)
+    state = curator.state_of(blob, records.get(blob.key))
     st.badge(state, color=STATE_COLOURS.get(state, "gray"))
     st.caption(tile_caption(blob))
-    if blob.name in picked.reasons:
-        st.warning(picked.reasons[blob.name], icon=":material/report:")
+    if isinstance(item, Burst):
+        states = Counter(curator.state_of(m, records.get(m.key)) for m in members)
+        order = {name: index for index, name in enumerate(STATES)}
+        summary = ", ".join(f"{states[s]} {s}" for s in sorted(states, key=lambda s: order.get(s, len(order))))
+        st.caption(f":material/burst_mode: **{len(item)} near-identical frames** ({summary})")
+    if note:
+        st.caption(note)
+    for member in members:
+        if member.name in picked.reasons:
+            st.warning(picked.reasons[member.name], icon=":material/report:")
     key = _pick_key(blob.name)
     st.session_state[key] = blob.name in picked
-    st.checkbox(blob.name, key=key, on_change=_toggle, args=(blob,))
-    if st.button("Larger view", key=f"open:{blob.name}", type="tertiary", icon=":material/open_in_full:"):
-        larger_view(curator, blob, record)
+    st.checkbox(blob.name, key=key, on_change=_toggle, args=(item,))
+    st.button(
+        "Larger view",
+        key=f"open:{blob.name}",
+        type="tertiary",
+        icon=":material/open_in_full:",
+        on_click=_open,
+        args=(blob.name,),
+    )
 
 
-@st.dialog("Frame", width="large")
-def larger_view(curator: Curator, blob: RetrainingBlob, record: BlobRecord | None) -> None:
-    """The full decrypted frame (shown, not kept) and everything known about the blob."""
+def _open(name: str) -> None:
+    st.session_state[OPEN_KEY] = name
+
+
+def _close() -> None:
+    st.session_state.pop(OPEN_KEY, None)
+
+
+def open_larger_view(
+    curator: Curator,
+    project: ProjectInfo,
+    blobs: Sequence[RetrainingBlob],
+    records: dict[tuple[str, str, str], BlobRecord],
+    thumbnails: dict[tuple[str, str, str], bytes | CuratorError],
+    bursts: Sequence[Burst] = (),
+) -> None:
+    """The larger view of the frame the reviewer opened on this page: it stays open across reruns until closed."""
+    name = st.session_state.get(OPEN_KEY)
+    blob = next((b for b in blobs if b.name == name), None)
+    if blob is None:
+        _close()
+        return
+    burst = next((b for b in bursts if b.representative.name == name), None)
+    larger_view(curator, project, blob, records.get(blob.key), burst, thumbnails)
+
+
+@st.dialog("Frame", width="large", on_dismiss=_close)
+def larger_view(
+    curator: Curator,
+    project: ProjectInfo,
+    blob: RetrainingBlob,
+    record: BlobRecord | None,
+    burst: Burst | None = None,
+    thumbnails: dict[tuple[str, str, str], bytes | CuratorError] | None = None,
+) -> None:
+    """The full decrypted frame (shown, not kept), or for object detection the annotator; everything known."""
     st.markdown(f"**{blob.name}**")
-    try:
-        st.image(curator.decrypt(blob), width="stretch")
-    except CuratorError as exc:
-        st.error(f"**{exc.reason}**  \n{exc}", icon=":material/broken_image:")
+    if project.is_detection:
+        _annotate.annotator(curator, project, blob, record)
+    else:
+        try:
+            st.image(curator.decrypt(blob), width="stretch")
+        except CuratorError as exc:
+            st.error(f"**{exc.reason}**  \n{exc}", icon=":material/broken_image:")
+    if burst is not None:
+        _burst_strip(curator, burst, thumbnails or {})
     facts: dict[str, Any] = {
         "state": curator.state_of(blob, record),
         "model name": blob.model_name,
@@ -365,6 +531,23 @@ def larger_view(curator: Curator, blob: RetrainingBlob, record: BlobRecord | Non
     facts |= {f"metadata: {k}": v for k, v in sorted(blob.metadata.items())}
     table = pd.DataFrame([{"field": k, "value": "" if v is None else str(v)} for k, v in facts.items()])
     st.table(table.set_index("field"))
+    if st.button("Close", key="close_view"):
+        _close()
+        st.rerun()
+
+
+def _burst_strip(curator: Curator, burst: Burst, thumbnails: dict[tuple[str, str, str], bytes | CuratorError]) -> None:
+    """The other frames of the burst this frame stands for (it is the least confident of them)."""
+    st.markdown(f"**Stands for {len(burst)} near-identical frames.** The others:")
+    records = curator.records(list(burst.others))
+    for column, other in zip(st.columns(TILE_COLUMNS), burst.others[:TILE_COLUMNS], strict=False):
+        with column:
+            small = thumbnails.get(other.key)
+            if isinstance(small, bytes):
+                st.image(small, width="stretch")
+            st.caption(f"{other.name} · {curator.state_of(other, records.get(other.key))}")
+    if len(burst.others) > TILE_COLUMNS:
+        st.caption(f"… and {len(burst.others) - TILE_COLUMNS} more.")
 
 
 # -- progress and results ----------------------------------------------------------------------------
@@ -375,8 +558,9 @@ def push_progress_bar(label: str, total: int) -> Callable[[PushProgress], None]:
 
     def update(progress: PushProgress) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(progress.counts.items()))
-        fraction = min(1.0, progress.done / total) if total else 1.0
-        bar.progress(fraction, text=f"{label}: {progress.done}/{total} · {counts}")
+        of = progress.total or total  # a push of bursts uploads fewer images than were picked
+        fraction = min(1.0, progress.done / of) if of else 1.0
+        bar.progress(fraction, text=f"{label}: {progress.done}/{of} · {counts}")
 
     return update
 

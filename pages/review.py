@@ -1,10 +1,11 @@
-"""Review: filter on metadata, page through decrypted thumbnails, pick, tag, push, reject or restore."""
+"""Review: filter on metadata, page through decrypted thumbnails, pick, tag or box, push, reject or restore."""
 
 import streamlit as st
 
-from pages import _ui
+from pages import _annotate, _keys, _ui
 from percept_core import CuratorError, TagNameError
-from percept_core.review import outcome_counts, push_selected, reject, restore
+from percept_core.bursts import WINDOW_SECONDS, collapse, find_bursts, page_hashes
+from percept_core.review import outcome_counts, push_reviewed, reject, restore
 
 _ui.through_app()
 
@@ -13,18 +14,23 @@ project = _ui.project(curator)
 picked = _ui.selection()
 st.title("Review")
 
-# -- load: one page of matching blobs (listed once) and its thumbnails (decrypted once a session) --------
+# -- load: one page of matching blobs (listed once), its thumbnails and hashes (decrypted once a session) --
 query = _ui.review_filters(curator)
-pager = _ui.session_pager(query)
+pager = _ui.session_pager(query, project.id)
 try:
     page = pager.page(curator)
 except CuratorError as exc:
     _ui.show_error("The blobs cannot be listed", exc)
     st.stop()
 _ui.remember_models(page.blobs)
+distance = curator.settings.near_duplicate_distance
 with st.spinner("Decrypting thumbnails…"):
-    thumbnails = curator.previews(page.blobs, cache=_ui.preview_cache())
+    cache = _ui.preview_cache()
+    hashes = page_hashes(curator, page.blobs, cache=cache)  # one decrypt a frame: its hashes and its thumbnail
+    thumbnails = curator.previews(page.blobs, cache=cache)
 records = curator.records(page.blobs)  # after the previews: they note the blobs that cannot be decrypted
+bursts = find_bursts(page.blobs, hashes, max_distance=distance)
+_ui.remember_bursts(page.blobs, bursts, max_distance=distance)
 
 
 # -- act: selection, tags, push, reject, restore ---------------------------------------------------------
@@ -52,8 +58,9 @@ def add_tag() -> None:
 if project.is_detection:
     st.multiselect("Tags", [], key="push_tags", disabled=True)
     st.info(
-        "This is an object-detection project: its tags belong to regions, which are drawn in the Custom "
-        "Vision portal until region drawing arrives here. Images are pushed untagged.",
+        "This is an object-detection project: its tags belong to boxes. Open a frame's larger view (or focus "
+        "its tile and press `o`) to draw boxes and tag them; they go up with the frame when it is pushed. "
+        "Frames without boxes are pushed untagged.",
         icon=":material/info:",
     )
 else:
@@ -67,20 +74,57 @@ if message := st.session_state.pop("tag_message", None):
     (st.error if message[0] == "error" else st.success)(message[1])
 chosen_tags = [] if project.is_detection else st.session_state.get("push_tags", [])
 
-buttons = st.columns(7)
-buttons[0].button("Select page", on_click=picked.add, args=(page.blobs,))
-buttons[1].button("Clear selection", on_click=picked.clear)
+buttons = st.columns([2, 2, 3, 2, 2, 2, 2, 2])
+buttons[0].button("Select page", key="select_page", on_click=picked.add, args=(page.blobs,))
+buttons[1].button("Clear selection", key="clear_selection", on_click=picked.clear)
 buttons[2].button("Select all matching", on_click=select_all_matching)
-push = buttons[3].button("Push selected", type="primary", disabled=not picked)
-reject_clicked = buttons[4].button("Reject selected", disabled=not picked)
+push = buttons[3].button("Push selected", key="push_selected", type="primary", disabled=not picked)
+reject_clicked = buttons[4].button("Reject selected", key="reject_selected", disabled=not picked)
 restore_clicked = buttons[5].button("Restore", disabled=not picked)
 buttons[6].button("Refresh", on_click=pager.refresh, help="List this page again: new uploads, others' decisions")
+with buttons[7]:
+    show_shortcuts = _keys.help_button()
 if note := st.session_state.pop("select_all_note", None):
     st.info(note, icon=":material/select_all:")
 on_page = sum(1 for b in page.blobs if b.name in picked)
+with_boxes = _annotate.boxes_to_push(project.id, picked.items()) if project.is_detection else {}
 st.caption(
     f"{len(picked):,} selected ({on_page} on this page) · push "
     + (f"with tags {', '.join(chosen_tags)}" if chosen_tags else "untagged")
+    + (f" · {len(with_boxes)} with boxes to push" if with_boxes else "")
+)
+
+
+def keep(key: str) -> None:
+    """Remember a choice beyond this page: Streamlit forgets a widget's state on pages that do not show it."""
+    st.session_state[f"kept:{key}"] = st.session_state[key]
+
+
+for choice in ("collapse_bursts", "push_every_frame"):
+    if choice not in st.session_state:
+        st.session_state[choice] = st.session_state.get(f"kept:{choice}", False)
+collapse_column, every_column, about_column = st.columns([2, 2, 5], vertical_alignment="center")
+collapsed = collapse_column.toggle(
+    "Collapse near-duplicates",
+    key="collapse_bursts",
+    on_change=keep,
+    args=("collapse_bursts",),
+    help="Show each burst of near-identical frames as one tile",
+)
+every_frame = every_column.checkbox(
+    "Push every frame of a burst",
+    key="push_every_frame",
+    on_change=keep,
+    args=("push_every_frame",),
+    disabled=not collapsed,
+    help="Off: a burst's tile pushes the frame that stands for it and marks the others near-duplicates "
+    "(Restore undoes that). On: every frame of the burst is pushed.",
+)
+more = sum(len(b.others) for b in bursts)
+about_column.caption(
+    f"A burst: frames of one model version within {WINDOW_SECONDS:.0f} s whose perceptual hashes differ in at "
+    f"most **{distance}** bits (setting `percept_near_duplicate_distance`); its least confident frame stands for "
+    f"it. This page: {len(bursts)} burst{'' if len(bursts) == 1 else 's'} ({more} more frames)."
 )
 
 if not project.is_detection:
@@ -103,11 +147,20 @@ if push:
     with _ui.action_errors("Pushing"):
         items = picked.items()
         progress = _ui.push_progress_bar("Pushing", len(items))
-        report = push_selected(curator, items, tags=chosen_tags, progress=progress)
-        failed = [(o.name, str(o.outcome), o.reason) for o in report.outcomes if not o.ok]
-        noted = [(o.name, str(o.outcome), o.reason) for o in report.outcomes if o.ok and o.reason]
+        result = push_reviewed(
+            curator,
+            items,
+            tags=chosen_tags,
+            boxes=with_boxes,
+            bursts=_ui.known_bursts() if collapsed else (),
+            every_frame=every_frame,
+            progress=progress,
+        )
+        _annotate.after_push(project.id, items, result)
+        failed = result.failed
+        noted = [(o.name, str(o.outcome), o.reason) for o in result.outcomes if o.ok and o.reason]
         picked.keep_failed([(name, reason) for name, _, reason in failed])
-        _ui.remember_result("Push", outcome_counts(report.outcomes), failed + noted, failed=bool(failed))
+        _ui.remember_result("Push", outcome_counts(result.outcomes), failed + noted, failed=bool(failed))
         pager.refresh()
         st.rerun()
 
@@ -130,6 +183,14 @@ _ui.show_last_result()
 _ui.pager_controls(pager, len(page.blobs), key="top")
 if not page.blobs:
     st.info("No blob matches these filters on this page.", icon=":material/filter_alt_off:")
-_ui.gallery(curator, page.blobs, records, thumbnails)
-if len(page.blobs) > 12:
+tiles = collapse(page.blobs, bursts) if collapsed else page.blobs
+notes = {b.name: n for b in page.blobs if (n := _annotate.tile_note(project.id, b))} if project.is_detection else {}
+_ui.gallery(curator, tiles, records, thumbnails, notes=notes)
+if len(tiles) > 12:
     _ui.pager_controls(pager, len(page.blobs), key="bottom")
+
+if show_shortcuts:
+    st.session_state.pop(_ui.OPEN_KEY, None)  # one dialog at a time: the list closes a larger view
+    _keys.help_dialog()
+else:
+    _ui.open_larger_view(curator, project, page.blobs, records, thumbnails, bursts if collapsed else ())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -317,6 +318,40 @@ class Curator:
     def acting_as(self, actor: str) -> Curator:
         """The same clients, key cache and ledger, recording decisions as `actor`: one shared app, many reviewers."""
         return _ActingCurator(self, actor)
+
+    def for_project(self, project_id: str) -> Curator:
+        """The same storage, key cache and ledger, and another project of the same Custom Vision resource and key.
+
+        Tags, pushes and the ledger's push state then follow that project (an app's project picker).
+        """
+        if project_id == self.settings.custom_vision_project_id:
+            return self
+        return _ProjectCurator(self, project_id)
+
+
+class _ProjectCurator(Curator):
+    """A Curator for another Custom Vision project that shares another's storage client, keys and ledger."""
+
+    def __init__(self, base: Curator, project_id: str) -> None:
+        self._base = base
+        self.settings = dataclasses.replace(base.settings, custom_vision_project_id=project_id)
+        self.actor = base.actor
+        self._lock = threading.Lock()
+
+    data = property(lambda self: self._base.data)
+    key_service = property(lambda self: self._base.key_service)
+    locker = property(lambda self: self._base.locker)
+    ledger = property(lambda self: self._base.ledger)
+
+    @cached_property
+    def customvision(self) -> CustomVisionClient:
+        if not self._base.settings.custom_vision_project_id:
+            return CustomVisionClient.from_settings(self.settings)
+        # The base's client for another project: pacing stays shared, as the quota is per key.
+        return self._base.customvision.for_project(self.settings.custom_vision_project_id)
+
+    def for_project(self, project_id: str) -> Curator:
+        return self if project_id == self.settings.custom_vision_project_id else self._base.for_project(project_id)
 
 
 class _ActingCurator(Curator):

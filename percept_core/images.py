@@ -185,8 +185,9 @@ def near_duplicate_groups(
 ) -> list[list[Any]]:
     """Group (item, phash, group key, captured_at) into bursts: same group key, close in time and in hash.
 
-    Each group's first item is its representative. Items are compared with the previous frames of the
-    same group key within `window_seconds` (a burst is short), so this stays linear in practice.
+    Groups come in capture order; which frame stands for a group is the caller's choice (the review uses the
+    least confident). Items are compared with the previous frames of the same group key within
+    `window_seconds` (a burst is short), so this stays linear in practice.
     """
     ordered = sorted(items, key=lambda t: (t[2] or "", t[3] is None, t[3] or 0))
     groups: list[list[Any]] = []

@@ -10,12 +10,17 @@ A notebook pages and decides the same way the app does:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .blobs import BlobFilter, BlobPage, RetrainingBlob
-from .ledger import Review
+from .boxes import Box, save_boxes, to_regions
+from .bursts import Burst
+from .customvision import Region
+from .errors import CuratorError
+from .ledger import BlobKey, Review
 from .pipeline import PushProgress, PushReport
 
 if TYPE_CHECKING:
@@ -185,6 +190,120 @@ def push_selected(
     return curator.push(list(blobs), tags=list(tags), progress=progress)
 
 
+@dataclass
+class ReviewPush:
+    """What pushing a reviewer's selection did: the uploads, boxes changed on images already in the
+    project, and the frames of bursts marked near-duplicates of the frame that went for them."""
+
+    report: PushReport
+    boxes: list[ReviewOutcome] = field(default_factory=list)
+    near_duplicates: list[ReviewOutcome] = field(default_factory=list)
+
+    @property
+    def outcomes(self) -> list[object]:
+        return [*self.report.outcomes, *self.boxes, *self.near_duplicates]
+
+    @property
+    def failed(self) -> list[tuple[str, str, str]]:
+        """(blob name, outcome, reason) of what did not go through: it stays to be dealt with."""
+        return [(o.name, str(o.outcome), o.reason) for o in self.outcomes if not o.ok]  # type: ignore[attr-defined]
+
+
+def push_reviewed(
+    curator: Curator,
+    blobs: Sequence[RetrainingBlob],
+    *,
+    tags: Sequence[str] = (),
+    boxes: Mapping[str, Sequence[Box]] | None = None,
+    bursts: Iterable[Burst] = (),
+    every_frame: bool = False,
+    progress: Callable[[PushProgress], None] | None = None,
+) -> ReviewPush:
+    """Push a reviewer's selection, as `push_selected` does, with boxes and bursts.
+
+    `boxes` (blob name -> boxes, for an object-detection project) go up with their image; an image
+    already in the project gets exactly those boxes instead (no second upload). Of a burst whose
+    representative is chosen, only the representative is pushed, and the burst's other chosen frames
+    are marked near-duplicates of it once it is in the project (`restore` undoes that); with
+    `every_frame`, every chosen frame is pushed.
+    """
+    chosen = list(dict.fromkeys(blobs))
+    boxes = boxes or {}
+    keys = {b.key for b in chosen}
+    stands_for: dict[BlobKey, RetrainingBlob] = {}  # a burst's other frame -> its representative
+    if not every_frame:
+        for burst in bursts:
+            if burst.representative.key in keys:
+                stands_for.update((o.key, burst.representative) for o in burst.others if o.key in keys)
+    records = curator.records(chosen)
+
+    def in_project(blob: RetrainingBlob) -> bool:
+        record = records.get(blob.key)
+        return record is not None and record.push_state == "pushed" and bool(record.image_id)
+
+    result = ReviewPush(PushReport())
+    to_push: list[RetrainingBlob] = []
+    regions: dict[str, list[Region]] = {}
+    reboxed: list[RetrainingBlob] = []
+    for blob in chosen:
+        if blob.key in stands_for:
+            continue
+        if blob.name in boxes and in_project(blob):
+            reboxed.append(blob)
+            continue
+        if boxes.get(blob.name):
+            try:
+                regions[blob.name] = to_regions(curator, boxes[blob.name])
+            except CuratorError as exc:
+                result.boxes.append(ReviewOutcome(blob.name, blob.etag, "skipped", f"its boxes: {exc.message}"))
+                continue
+        to_push.append(blob)
+
+    curator.ledger.note_models(((b.key, b.model_name, b.model_version) for b in chosen), actor=curator.actor)
+    result.report = curator.push(to_push, tags=list(tags), regions=regions or None, progress=progress)
+    for blob in reboxed:
+        try:
+            update = save_boxes(curator, blob, boxes[blob.name])
+        except CuratorError as exc:
+            result.boxes.append(ReviewOutcome(blob.name, blob.etag, "skipped", f"boxes not changed: {exc.message}"))
+            continue
+        change = f"{update.added} added, {update.removed} removed" if update.added or update.removed else "no change"
+        result.boxes.append(ReviewOutcome(blob.name, blob.etag, "boxes updated", change))
+    if stands_for:
+        result.near_duplicates = _mark_near_duplicates(curator, [b for b in chosen if b.key in stands_for], stands_for)
+    return result
+
+
+def _mark_near_duplicates(
+    curator: Curator, others: list[RetrainingBlob], stands_for: dict[BlobKey, RetrainingBlob]
+) -> list[ReviewOutcome]:
+    representatives = list({b.key: b for b in stands_for.values()}.values())
+    now = curator.records([*representatives, *others])
+    by_representative: dict[BlobKey, list[RetrainingBlob]] = defaultdict(list)
+    for other in others:
+        by_representative[stands_for[other.key].key].append(other)
+    outcomes: list[ReviewOutcome] = []
+    for representative in representatives:
+        members = by_representative[representative.key]
+        record = now.get(representative.key)
+        if record is None or record.push_state != "pushed":
+            reason = f"{representative.name}, which stands for its burst, is not in the project"
+            outcomes += [ReviewOutcome(o.name, o.etag, "skipped", reason) for o in members]
+            continue
+        marked = []
+        for other in members:
+            state = curator.state_of(other, now.get(other.key))
+            if state in ("new", "failed"):
+                marked.append(other)
+            else:
+                outcomes.append(ReviewOutcome(other.name, other.etag, "unchanged", f"already {state}"))
+        if marked:
+            curator.ledger.mark_near_duplicates([o.key for o in marked], of=representative.key, actor=curator.actor)
+        reason = f"near-duplicate of {representative.name}"
+        outcomes += [ReviewOutcome(o.name, o.etag, "near-duplicate", reason) for o in marked]
+    return outcomes
+
+
 # Outcomes in the order a summary names them: what went through first, what did not last.
 OUTCOME_ORDER = ("pushed", "duplicate", "rejected", "restored", "skipped", "undecryptable", "refused", "failed")
 
@@ -204,8 +323,10 @@ __all__ = [
     "STATES",
     "Pager",
     "ReviewOutcome",
+    "ReviewPush",
     "ReviewQuery",
     "outcome_counts",
+    "push_reviewed",
     "push_selected",
     "reject",
     "restore",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from oidc_provider_mock import User, run_server_in_thread
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from devstack.servers import free_port
 from tests.support.streamlit_server import StreamlitServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,4 +57,129 @@ def app_server(stack, demo, tmp_path) -> Iterator[tuple[StreamlitServer, str, ob
     try:
         yield server, project_id, ledger_path
     finally:
+        server.stop()
+
+
+# -- sign-in: a local OpenID Connect provider and the app with [auth] in a secrets file of its own ------------
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone the local provider can sign in: `sub` labels their button on its authorization page."""
+
+    sub: str
+    email: str | None
+    name: str
+
+    @property
+    def user(self) -> User:
+        claims = {"name": self.name} | ({"email": self.email} if self.email else {})
+        return User(sub=self.sub, claims=claims)
+
+
+# The reviewer's e-mail in mixed case: the allow-list is matched case-insensitively, the ledger records it lowered.
+ALICE = Person("alice", "Alice@Contoso.example", "Alice Reviewer")
+MALLORY = Person("mallory", "mallory@fabrikam.example", "Mallory Outsider")
+NOBODY = Person("no-email", None, "No E-mail")  # an account whose ID token carries no e-mail
+PEOPLE = (ALICE, MALLORY, NOBODY)
+CLIENT_ID = "percept-curator"
+
+
+@contextmanager
+def oidc_provider(people: Sequence[Person] = PEOPLE) -> Iterator[str]:
+    """oidc-provider-mock on a free port of localhost; yields its base URL. Its authorization page signs in a
+    person with one click on their `sub`; the ID token carries their claims for the scopes asked (Streamlit
+    asks `openid email profile`, so `email` is in it)."""
+    with run_server_in_thread(user_claims=[p.user for p in people]) as server:
+        yield f"http://localhost:{server.server_port}"
+
+
+@dataclass(frozen=True)
+class AuthSecrets:
+    """A Streamlit secrets file with [auth] for the local provider, and its secret values (for leak checks)."""
+
+    path: Path
+    client_secret: str
+    cookie_secret: str
+
+    @property
+    def values(self) -> list[str]:
+        return [self.client_secret, self.cookie_secret]
+
+
+def write_auth_secrets(
+    path: Path, *, app_url: str, provider_url: str, reviewers: str | None, auth: bool = True
+) -> AuthSecrets:
+    """The secrets.toml a shared deployment writes, for the local provider (plain HTTP on loopback)."""
+    client_secret, cookie_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    lines = [] if reviewers is None else [f"percept_reviewers = {json.dumps(reviewers)}"]
+    if auth:
+        lines += [
+            "[auth]",
+            f"redirect_uri = {json.dumps(app_url + '/oauth2callback')}",
+            f"cookie_secret = {json.dumps(cookie_secret)}",
+            f"client_id = {json.dumps(CLIENT_ID)}",
+            f"client_secret = {json.dumps(client_secret)}",
+            f"server_metadata_url = {json.dumps(provider_url + '/.well-known/openid-configuration')}",
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return AuthSecrets(path, client_secret, cookie_secret)
+
+
+def keep_offline(context: BrowserContext) -> None:
+    """The provider's pages link a stylesheet on a CDN; there is no network, so fail that at once."""
+    context.route(re.compile(r"^https?://(?!localhost[:/]|127\.0\.0\.1[:/])"), lambda route: route.abort())
+
+
+def sign_in(page: Page, app_url: str, person: Person) -> None:
+    """From the app's sign-in page, through the provider's authorization page, back to the app signed in."""
+    page.goto(app_url)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("heading", name="Authorize Client")).to_be_visible()  # the provider's page
+    page.get_by_role("button", name=person.sub, exact=True).click()
+    page.wait_for_url(re.compile(rf"^{re.escape(app_url)}/"))
+
+
+def sign_out(page: Page, app_url: str) -> None:
+    """Sign out (the sidebar's button, or the refusal page's), confirm at the provider, and be back at sign-in."""
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="End session").click()  # the provider's end-session page asks
+    page.wait_for_url(re.compile(rf"^{re.escape(app_url)}/"))
+    expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+
+
+@dataclass
+class SignedApp:
+    """The app with sign-in on: its server, secrets, project and ledger."""
+
+    server: StreamlitServer
+    auth: AuthSecrets
+    project_id: str
+    ledger_path: Path
+
+
+@pytest.fixture
+def start_signed_app(stack, demo, tmp_path) -> Iterator[Callable[..., SignedApp]]:
+    """Start the app as a shared deployment: [auth] for the local provider and `reviewers` in its secrets
+    file (outside the app's working folder), a fresh project and ledger; stopped after the test."""
+    started: list[StreamlitServer] = []
+
+    def start(provider_url: str, *, reviewers: str | None, name: str = "app", secrets_text: str | None = None):
+        project_id = stack.new_project("sign-in", tags=("person", "product"))
+        ledger_path = tmp_path / name / "ledger" / "ledger.sqlite"
+        port = free_port()
+        app_url = f"http://127.0.0.1:{port}"
+        secrets_path = tmp_path / name / "secrets" / "secrets.toml"
+        auth = write_auth_secrets(secrets_path, app_url=app_url, provider_url=provider_url, reviewers=reviewers)
+        if secrets_text is not None:
+            auth.path.write_text(secrets_text, encoding="utf-8")
+        env = stack.environment(custom_vision_project_id=project_id, percept_ledger_path=str(ledger_path))
+        server = StreamlitServer.start(env, workdir=tmp_path / name / "cwd", secrets_file=auth.path, port=port)
+        started.append(server)
+        assert server.url == app_url
+        return SignedApp(server, auth, project_id, ledger_path)
+
+    yield start
+    for server in started:
         server.stop()

@@ -15,7 +15,8 @@ from azure.cognitiveservices.vision.customvision.training import CustomVisionTra
 from msrest.authentication import ApiKeyCredentials
 from playwright.sync_api import Page, expect
 
-from percept_core import Curator
+from percept_core import Curator, Ledger
+from percept_core.ledger import default_actor
 from tests.support.disk_scan import REPO, scan, writable_areas
 
 pytestmark = pytest.mark.browser
@@ -114,6 +115,8 @@ def test_review_push_with_a_new_tag_then_push_all_untagged(
 
     assert trainer.get_untagged_image_count(project_id) == eligible
     assert trainer.get_tagged_image_count(project_id) == 3
+    # Local use (no [auth]): every push is recorded under the OS user, as the CLI records it.
+    assert {e.actor for e in Ledger(ledger_path).events(action="push")} == {default_actor()}
 
     # Activity and Connections.
     sidebar_link(page, "Activity")
@@ -152,6 +155,8 @@ def test_a_page_opened_by_its_url_on_a_fresh_server_has_the_whole_app_around_it(
     expect(page.get_by_role("heading", name="Connections", level=1)).to_be_visible()
     sidebar = page.locator('[data-testid="stSidebar"]')
     expect(sidebar.get_by_text("Local devstack")).to_be_visible()
+    expect(sidebar.get_by_text(f"Reviewer: {default_actor()}")).to_be_visible()  # local use: no sign-in
+    expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
     links = page.locator('[data-testid="stSidebarNav"]').get_by_role("link")
     titles = ("Review", "Push untagged", "Activity", "Connections")  # the app's navigation, not the folder's
     expect(links).to_have_text([re.compile(f"{title}$") for title in titles])

@@ -44,7 +44,7 @@ def _files(roots: Iterable[Path], exclude: Iterable[Path]) -> Iterable[Path]:
             dirs[:] = [d for d in dirs if d not in SKIP_DIRS and (here / d).resolve() not in excluded]
             for name in files:
                 path = here / name
-                if path.is_file() and not path.is_symlink():
+                if path.is_file() and not path.is_symlink() and path.resolve() not in excluded:
                     yield path
 
 
@@ -60,7 +60,8 @@ def scan(
     `images_newer_than` is given, any image file written since then."""
     plaintexts = [p for p in plaintexts if len(p) >= 64]
     digests = {hashlib.sha256(p).hexdigest() for p in plaintexts}
-    slices = [p[len(p) // 2 : len(p) // 2 + 48] for p in plaintexts]
+    # A slice from the start, the middle and the end, so that a partial copy is found too.
+    slices = [p[i : i + 48] for p in plaintexts for i in (16, len(p) // 2, len(p) - 64)]
     secret_bytes = [s.encode() for s in secrets if s and len(s) >= 8]
     findings: list[Finding] = []
     for path in _files(roots or writable_areas(), exclude):

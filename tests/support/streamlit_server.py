@@ -1,4 +1,9 @@
-"""`streamlit run app.py` as a subprocess on a free port of 127.0.0.1, with the settings in its environment."""
+"""`streamlit run app.py` as a subprocess on a free port of 127.0.0.1, with the settings in its environment.
+
+A test may give it a secrets file of its own (`--secrets.files`: Streamlit then reads neither the working
+folder's nor ~/.streamlit's) and a port chosen beforehand (an `[auth]` redirect_uri names it); its output,
+the server log, goes to `log_path`.
+"""
 
 from __future__ import annotations
 
@@ -29,13 +34,22 @@ class StreamlitServer:
     log_path: Path
 
     @classmethod
-    def start(cls, env: dict[str, str], *, workdir: Path, timeout: float = 60.0) -> StreamlitServer:
+    def start(
+        cls,
+        env: dict[str, str],
+        *,
+        workdir: Path,
+        timeout: float = 60.0,
+        secrets_file: Path | None = None,
+        port: int | None = None,
+    ) -> StreamlitServer:
         """Start the app in `workdir` (the repo's .streamlit/config.toml copied there, no .env) and wait
-        until /_stcore/health answers."""
+        until /_stcore/health answers. `secrets_file` is the only secrets file it reads (keep it outside
+        `workdir`); `port` is a free port the caller picked (default: one is picked here)."""
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / ".streamlit").mkdir(exist_ok=True)
         shutil.copy(REPO / ".streamlit" / "config.toml", workdir / ".streamlit" / "config.toml")
-        port = free_port()
+        port = port or free_port()
         command = [
             sys.executable,
             "-m",
@@ -51,6 +65,8 @@ class StreamlitServer:
             "--browser.gatherUsageStats",
             "false",
         ]
+        if secrets_file is not None:
+            command += ["--secrets.files", str(secrets_file)]
         log_path = workdir / "streamlit.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
@@ -81,6 +97,13 @@ class StreamlitServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"streamlit did not answer within {timeout} s:\n{self.log_tail()}")
             time.sleep(0.2)  # polling the health endpoint, with a deadline
+
+    def log_text(self) -> str:
+        """Everything the server has written so far (stdout and stderr)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 40) -> str:
         try:

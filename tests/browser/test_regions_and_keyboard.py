@@ -1,0 +1,192 @@
+"""Drawing boxes and reviewing by keyboard, in a real browser against `streamlit run app.py` on the test stack.
+
+A box is dragged on the frame in the annotator, tagged and pushed; Custom Vision (through its SDK) then
+holds the frame with that one region, where it was dragged. Three frames are picked and pushed with
+nothing but key presses.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
+from msrest.authentication import ApiKeyCredentials
+from playwright.sync_api import Page, expect
+
+from percept_core import Curator
+from tests.support.disk_scan import REPO, scan, writable_areas
+from tests.support.streamlit_server import StreamlitServer
+
+pytestmark = pytest.mark.browser
+
+TILE = '[class*="st-key-tile-"]'
+TOLERANCE = 0.02  # of the image's size
+SLOW = 30_000  # ms an assertion waits for the app: a 2-core CI machine may be busy with other work
+
+
+@pytest.fixture
+def detection_app_server(stack, demo, tmp_path) -> Iterator[tuple[StreamlitServer, str]]:
+    """The app on a fresh object-detection project with the tags person and product; (server, project id)."""
+    project_id = stack.new_project("browser boxes", detection=True, tags=("person", "product"))
+    env = stack.environment(
+        custom_vision_project_id=project_id, percept_ledger_path=str(tmp_path / "ledger" / "ledger.sqlite")
+    )
+    server = StreamlitServer.start(env, workdir=tmp_path / "app")
+    try:
+        yield server, project_id
+    finally:
+        server.stop()
+
+
+def trainer_for(stack) -> CustomVisionTrainingClient:
+    return CustomVisionTrainingClient(
+        stack.customvision.url, ApiKeyCredentials(in_headers={"Training-key": stack.training_key})
+    )
+
+
+def project_images(stack, project_id: str) -> list:
+    trainer = trainer_for(stack)
+    return [
+        image
+        for status in ("Tagged", "Untagged")
+        for image in trainer.get_images(project_id, tagging_status=status, take=256)
+    ]
+
+
+def good_names(stack, demo) -> list[str]:
+    """The demo's decryptable frames, in the order the gallery shows them (the container's listing order)."""
+    return [b.name for b in Curator(stack.settings()).blobs() if b.name not in demo.bad.values()]
+
+
+def open_review(page: Page, url: str) -> None:
+    page.goto(url)
+    expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible(timeout=SLOW)
+    expect(page.locator(f"{TILE} img").first).to_be_visible(timeout=60_000)
+    page.wait_for_function(
+        "() => window.__perceptTileKeys === true && window.__streamlitShortcutsInitialized", timeout=SLOW
+    )
+
+
+def test_a_box_dragged_on_the_frame_and_tagged_goes_up_with_it(
+    detection_app_server, page, stack, demo, artifacts_dir, tmp_path_factory
+):
+    started = time.time()
+    server, project_id = detection_app_server
+    name = good_names(stack, demo)[0]
+    open_review(page, server.url)
+    expect(page.get_by_text("This is an object-detection project")).to_be_visible(timeout=SLOW)
+
+    page.locator(f".st-key-open-{re.sub(r'[^a-zA-Z0-9_-]', '-', name)} button").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text(name, exact=True)).to_be_visible(timeout=SLOW)
+    annotator = dialog.frame_locator("iframe").first
+    canvas = annotator.locator("canvas").first
+    expect(canvas).to_be_visible(timeout=SLOW)
+    expect(annotator.get_by_role("button", name="Complete")).to_be_visible(timeout=SLOW)
+    page.wait_for_function(
+        "() => { const f = document.querySelector('[role=dialog] iframe'); return f && f.offsetHeight > 150; }"
+    )
+    box = canvas.bounding_box()
+    assert box is not None and box["width"] > 300
+
+    # Drag from 20% / 30% of the frame to 60% / 75%: a box of 40% x 45%.
+    start = (box["x"] + 0.2 * box["width"], box["y"] + 0.3 * box["height"])
+    end = (box["x"] + 0.6 * box["width"], box["y"] + 0.75 * box["height"])
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=12)
+    page.mouse.up()
+    annotator.locator("select").nth(1).select_option("product")  # the new box is selected: this tags it
+    annotator.get_by_role("button", name="Complete").click()
+    expect(dialog.get_by_text("Not in the project yet: it goes up with 1 box.")).to_be_visible(timeout=SLOW)
+    expect(dialog.get_by_text(re.compile(r"^Box 1: product, left"))).to_be_visible(timeout=SLOW)
+    page.screenshot(path=artifacts_dir / "1-box-drawn.png")
+
+    dialog.get_by_role("button", name="Push with these boxes").click()
+    expect(page.get_by_text(f"Pushed: {name} with 1 box.")).to_be_visible(timeout=SLOW)
+    in_project = page.get_by_role("dialog").get_by_text("The frame is in the project with these boxes.")
+    expect(in_project).to_be_visible(timeout=SLOW)
+    page.screenshot(path=artifacts_dir / "2-box-pushed.png")
+
+    [image] = project_images(stack, project_id)
+    assert image.metadata["source_blob"] == name
+    [region] = image.regions
+    assert region.tag_name == "product"
+    drawn = (0.2, 0.3, 0.4, 0.45)
+    got = (region.left, region.top, region.width, region.height)
+    assert all(abs(a - b) <= TOLERANCE for a, b in zip(got, drawn, strict=True)), (got, drawn)
+
+    # The annotator had the decrypted frame in memory only: no file holds it, nor any image written meanwhile.
+    page.context.close()
+    server.stop()
+    reader = Curator(stack.settings())
+    findings = scan(
+        plaintexts=[reader.decrypt(reader.blob(name))],
+        roots=writable_areas([server.log_path.parent]),
+        exclude=[tmp_path_factory.getbasetemp().parent, REPO / ".devstack"],
+        images_newer_than=started,
+    )
+    assert findings == []
+
+
+def test_three_frames_picked_and_pushed_with_key_presses_only(app_server, page, stack, demo, artifacts_dir):
+    server, project_id, _ = app_server
+    shown = [b.name for b in Curator(stack.settings()).blobs()]
+    good = good_names(stack, demo)
+    chosen = [good[0], good[2], good[3]]
+    open_review(page, server.url)
+
+    # Typing in a field is never a shortcut: "n", "a" and "p" would page, select the page and page back.
+    new_tag = page.get_by_label("New tag", exact=True)
+    new_tag.press_sequentially("nap")
+    expect(new_tag).to_have_value("nap", timeout=SLOW)
+    expect(page.get_by_text(re.compile(r"^0 selected"))).to_be_visible(timeout=SLOW)
+    new_tag.blur()
+    page.keyboard.press("a")
+    everything = re.compile(rf"^{len(shown)} selected \({len(shown)} on this page\)")
+    expect(page.get_by_text(everything)).to_be_visible(timeout=SLOW)
+    page.keyboard.press("Shift+A")
+    expect(page.get_by_text(re.compile(r"^0 selected"))).to_be_visible(timeout=SLOW)
+
+    focus = -1
+    for count, name in enumerate(chosen, 1):
+        target = shown.index(name)
+        for _ in range(target - focus if focus >= 0 else target + 1):
+            page.keyboard.press("j")
+        focus = target
+        expect(page.get_by_label(name, exact=True)).to_be_focused(timeout=SLOW)
+        page.keyboard.press("x")
+        expect(page.get_by_label(name, exact=True)).to_be_checked(timeout=SLOW)
+        expect(page.get_by_text(re.compile(rf"^{count} selected \({count} on this page\)"))).to_be_visible(timeout=SLOW)
+        if count == 2:  # the larger view opens on the focused tile; Escape closes it for good
+            page.keyboard.press("o")
+            expect(page.get_by_role("dialog").get_by_text(name, exact=True)).to_be_visible(timeout=SLOW)
+            page.keyboard.press("Escape")
+            expect(page.get_by_role("dialog")).to_have_count(0, timeout=SLOW)
+    # The picks since reran the page: the larger view stayed closed.
+    expect(page.get_by_role("dialog")).to_have_count(0, timeout=SLOW)
+
+    # "?" lists the shortcuts.
+    page.keyboard.press("?")
+    expect(page.get_by_role("dialog").get_by_text("push the selection")).to_be_visible(timeout=SLOW)
+    page.screenshot(path=artifacts_dir / "1-shortcuts.png")
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0, timeout=SLOW)
+
+    page.keyboard.press("u")
+    expect(page.get_by_text("Push: 3 pushed")).to_be_visible(timeout=SLOW)
+    page.screenshot(path=artifacts_dir / "2-pushed-by-keyboard.png", full_page=True)
+    sources = sorted(image.metadata["source_blob"] for image in project_images(stack, project_id))
+    assert sources == sorted(chosen)
+
+    # And one more, rejected: the focus stays where it was, "j" goes on to the next tile.
+    page.keyboard.press("j")
+    after = shown[shown.index(chosen[-1]) + 1]
+    expect(page.get_by_label(after, exact=True)).to_be_focused(timeout=SLOW)
+    page.keyboard.press("x")
+    expect(page.get_by_text(re.compile(r"^1 selected"))).to_be_visible(timeout=SLOW)
+    page.keyboard.press("d")
+    expect(page.get_by_text("Reject: 1 rejected")).to_be_visible(timeout=SLOW)

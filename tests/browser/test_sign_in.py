@@ -1,0 +1,257 @@
+"""A shared deployment: sign-in through OpenID Connect (a local provider standing in for Microsoft Entra ID)
+and the reviewers' allow-list, in a real browser against `streamlit run app.py` with `[auth]` in its secrets.
+
+The browser uses 127.0.0.1, the host written in `redirect_uri`: the login cookie belongs to that origin.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+from streamlit.testing.v1 import AppTest
+
+from percept_core import Curator, Ledger
+from percept_core.ledger import default_actor
+
+from .conftest import ALICE, MALLORY, NOBODY, keep_offline, oidc_provider, sign_in, sign_out
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+APP_PAGES = ("", "review", "push_untagged", "activity", "connections")  # every URL the app answers
+
+
+@pytest.fixture
+def provider() -> str:
+    with oidc_provider() as url:
+        yield url
+
+
+@pytest.fixture
+def offline_page(page: Page) -> Page:
+    keep_offline(page.context)
+    return page
+
+
+def data_of(stack, project_id: str) -> list[str]:
+    """What a visitor must not see: every blob name, the services' addresses, the project."""
+    names = [b.name for b in Curator(stack.settings()).blobs()]
+    settings = stack.settings()
+    return [*names, settings.mm_server_url, settings.custom_vision_endpoint, project_id, "devstoreaccount1"]
+
+
+def expect_nothing_but(page: Page, message: str | re.Pattern, data: list[str], *, buttons: set[str]) -> None:
+    """The page shows `message` and these buttons only: no navigation, no sidebar, no image, none of `data`."""
+    expect(page.get_by_text(message).first).to_be_visible()
+    main = page.locator('[data-testid="stMain"]')
+    for label in buttons:
+        expect(main.get_by_role("button", name=label, exact=True)).to_be_visible()
+    expect(main.get_by_role("button")).to_have_count(len(buttons))
+    expect(page.locator('[data-testid="stSidebar"]')).to_have_count(0)
+    expect(page.locator('[data-testid="stSidebarNav"]')).to_have_count(0)
+    expect(page.locator("img")).to_have_count(0)
+    html = page.content()
+    shown = [item for item in data if item and item in html]
+    assert shown == [], f"the page shows {shown}"
+
+
+def test_an_allowed_reviewer_signs_in_pushes_as_themselves_and_signs_out(
+    start_signed_app, provider, offline_page, stack, demo, artifacts_dir
+):
+    page = offline_page
+    app = start_signed_app(provider, reviewers="bob@contoso.example, ALICE@CONTOSO.EXAMPLE")
+    reviewer = ALICE.email.lower()
+
+    page.goto(app.server.url)
+    expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+    page.screenshot(path=artifacts_dir / "1-sign-in.png")
+    sign_in(page, app.server.url, ALICE)
+
+    # In: the app, with the reviewer and a way out in the sidebar.
+    expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible()
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    expect(sidebar.get_by_text(f"Signed in as {reviewer}")).to_be_visible()
+    expect(sidebar.get_by_text(f"Reviewer: {reviewer}")).to_be_visible()
+    expect(sidebar.get_by_role("button", name="Sign out")).to_be_visible()
+
+    # A push, recorded under the reviewer's e-mail.
+    frame = next(b.name for b in Curator(stack.settings()).blobs() if b.name not in demo.bad.values())
+    page.get_by_text(frame, exact=True).click()
+    expect(page.get_by_label(frame, exact=True)).to_be_checked()
+    page.get_by_role("button", name="Push selected").click()
+    expect(page.get_by_text("Push: 1 pushed")).to_be_visible()
+    page.screenshot(path=artifacts_dir / "2-pushed.png", full_page=True)
+
+    pushes = Ledger(app.ledger_path).events(action="push")
+    assert [(e.blob, e.actor, e.outcome) for e in pushes] == [(frame, reviewer, "pushed")]
+    assert [i.metadata["source_blob"] for i in stack.emulator.images(app.project_id)] == [frame]
+
+    # The Activity page names them too.
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Activity").click()
+    expect(page.get_by_role("heading", name="Activity", level=1)).to_be_visible()
+    page.get_by_label("Who", exact=True).click()
+    expect(page.get_by_role("option", name=reviewer)).to_be_visible()
+    page.keyboard.press("Escape")
+
+    # Out: the sign-in page, and it stays there (the identity cookie is gone).
+    sign_out(page, app.server.url)
+    expect(page.locator('[data-testid="stSidebar"]')).to_have_count(0)
+    page.screenshot(path=artifacts_dir / "3-signed-out.png")
+    for path in ("", "activity"):
+        page.goto(f"{app.server.url}/{path}")
+        expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+        expect(page.get_by_role("heading", name="Activity")).to_have_count(0)
+    assert len(Ledger(app.ledger_path).events(action="push")) == 1
+
+
+def test_visitors_not_signed_in_get_the_sign_in_page_and_nothing_else(start_signed_app, provider, offline_page, stack):
+    page = offline_page
+    app = start_signed_app(provider, reviewers=ALICE.email)
+    data = data_of(stack, app.project_id)
+    for path in APP_PAGES:  # a bookmark of any page leads to the same sign-in page
+        page.goto(f"{app.server.url}/{path}")
+        expect_nothing_but(page, "Reviewers sign in with their organisation account", data, buttons={"Sign in"})
+        expect(page.get_by_text("Page not found")).to_have_count(0)
+    assert not app.ledger_path.exists()  # not even the ledger was opened
+
+
+@pytest.mark.parametrize("person", [MALLORY, NOBODY], ids=["not-on-the-list", "no-e-mail-in-the-token"])
+def test_a_signed_in_user_not_allowed_sees_nothing_and_can_do_nothing(
+    start_signed_app, provider, offline_page, stack, person, artifacts_dir
+):
+    page = offline_page
+    app = start_signed_app(provider, reviewers=f"{ALICE.email}, bob@contoso.example")
+    data = data_of(stack, app.project_id)
+    refusal = (
+        f"{person.email} is not allowed to use this app."
+        if person.email
+        else "Your sign-in did not say which e-mail address is yours"
+    )
+
+    sign_in(page, app.server.url, person)
+    expect_nothing_but(page, refusal, data, buttons={"Sign out"})
+    page.screenshot(path=artifacts_dir / "refused.png")
+    for path in APP_PAGES:  # no page of the app opens, whatever the URL
+        page.goto(f"{app.server.url}/{path}")
+        expect_nothing_but(page, refusal, data, buttons={"Sign out"})
+    assert not app.ledger_path.exists()
+    assert stack.emulator.images(app.project_id) == []
+    assert "not in percept_reviewers" in app.server.log_text() or not person.email
+
+    sign_out(page, app.server.url)
+    expect_nothing_but(page, "Reviewers sign in with their organisation account", data, buttons={"Sign in"})
+
+
+def test_with_no_reviewers_listed_everyone_is_refused_and_told_how_to_list_them(
+    start_signed_app, provider, offline_page, stack, artifacts_dir
+):
+    page = offline_page
+    app = start_signed_app(provider, reviewers=None)
+    data = data_of(stack, app.project_id)
+    sign_in(page, app.server.url, ALICE)
+    expect_nothing_but(page, "No one is allowed to use this app yet.", data, buttons={"Sign out"})
+    expect(page.get_by_text(f"You are signed in as {ALICE.email.lower()}")).to_be_visible()
+    expect(page.get_by_text("percept_reviewers", exact=True).first).to_be_visible()
+    page.screenshot(path=artifacts_dir / "no-reviewers.png")
+    assert "percept_reviewers is empty" in app.server.log_text()
+    assert not app.ledger_path.exists()
+
+
+def test_secrets_that_cannot_be_read_let_no_one_in(start_signed_app, provider, offline_page, stack):
+    """A typo in secrets.toml must not turn a shared deployment into an open one."""
+    page = offline_page
+    broken = f'percept_reviewers = "{ALICE.email}"\n[auth]\nredirect_uri = "http://127.0.0.1/oauth2callback\n'
+    app = start_signed_app(provider, reviewers=ALICE.email, secrets_text=broken)
+    data = data_of(stack, app.project_id)
+    for path in ("", "connections"):
+        page.goto(f"{app.server.url}/{path}")
+        expect_nothing_but(page, "Streamlit's secrets cannot be read", data, buttons=set())
+    assert "secrets cannot be read" in app.server.log_text()
+    assert not app.ledger_path.exists()
+
+
+# -- the gate's other refusals, decided without a browser (AppTest, with [auth] in its secrets) -----------------
+
+AUTH = {
+    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+    "cookie_secret": "a cookie secret of thirty-two characters",
+    "client_id": "percept-curator",
+    "client_secret": "a client secret",
+    "server_metadata_url": "https://login.microsoftonline.com/contoso.example/v2.0/.well-known/openid-configuration",
+}
+
+
+def gate_run(monkeypatch, tmp_path, *, auth: dict | None, user: dict | None = None, **settings: str) -> AppTest:
+    """One run of app.py with `auth` as [auth] (None: secrets without it) and `settings` in the environment."""
+    from percept_core.config import _SPECS
+
+    for spec in _SPECS.values():
+        monkeypatch.delenv(spec.key, raising=False)
+        monkeypatch.delenv(spec.key.upper(), raising=False)
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.secrets = {"auth": auth} if auth is not None else {"percept_reviewers": ""}
+    at.user = user or {}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_a_sign_in_that_is_not_set_up_completely_says_what_is_missing_and_lets_no_one_in(monkeypatch, tmp_path):
+    incomplete = {k: v for k, v in AUTH.items() if k not in ("cookie_secret", "client_secret")}
+    at = gate_run(monkeypatch, tmp_path, auth=incomplete, user={"is_logged_in": True, "email": ALICE.email})
+    assert [e.value for e in at.error] == [
+        "**Sign-in is not set up completely.** Streamlit's secrets lack auth.cookie_secret, auth.client_secret.  \n"
+        "No one can sign in until it is."
+    ]
+    assert [b.label for b in at.button] == [] and len(at.sidebar) == 0
+
+
+def test_a_named_provider_gets_its_own_sign_in_button(monkeypatch, tmp_path):
+    shared = {k: AUTH[k] for k in ("redirect_uri", "cookie_secret")}
+    provider = {k: AUTH[k] for k in ("client_id", "client_secret", "server_metadata_url")}
+    at = gate_run(monkeypatch, tmp_path, auth={**shared, "microsoft": provider})
+    assert [b.label for b in at.button] == ["Sign in with Microsoft"]
+    assert not at.error and len(at.sidebar) == 0
+
+
+def test_an_e_mail_the_provider_marks_unverified_is_refused(monkeypatch, tmp_path):
+    user = {"is_logged_in": True, "email": ALICE.email, "email_verified": False}
+    at = gate_run(monkeypatch, tmp_path, auth=AUTH, user=user, percept_reviewers=ALICE.email)
+    assert "did not say which e-mail address is yours" in at.error[0].value
+    assert [b.label for b in at.button] == ["Sign out"] and len(at.sidebar) == 0
+
+
+def test_settings_that_cannot_be_read_let_no_one_in_and_show_no_reason_to_visitors(monkeypatch, tmp_path):
+    user = {"is_logged_in": True, "email": ALICE.email}
+    secret_host = "mm.internal.contoso.example"
+    at = gate_run(
+        monkeypatch,
+        tmp_path,
+        auth=AUTH,
+        user=user,
+        percept_reviewers=ALICE.email,
+        mm_server_url=f"http://{secret_host}",
+    )
+    assert "The app cannot check who may use it." in at.error[0].value
+    assert secret_host not in at.error[0].value  # the reason names hosts: it goes to the log only
+    assert [b.label for b in at.button] == ["Sign out"] and len(at.sidebar) == 0
+
+
+def test_without_auth_the_reviewer_is_the_os_user_and_there_is_no_sign_out(monkeypatch, tmp_path):
+    at = gate_run(monkeypatch, tmp_path, auth=None, user={"email": ALICE.email})  # an e-mail, not signed in
+    assert at.session_state["reviewer"] == default_actor()
+    assert "Sign out" not in [b.label for b in at.button]
+
+
+def test_entra_s_multi_tenant_endpoint_is_refused_for_an_allow_list_of_e_mails(monkeypatch, tmp_path):
+    """With `common`, any tenant's account could carry a reviewer's e-mail (the "nOAuth" pattern)."""
+    common = {**AUTH, "server_metadata_url": AUTH["server_metadata_url"].replace("contoso.example", "common")}
+    at = gate_run(monkeypatch, tmp_path, auth=common, user={"is_logged_in": True, "email": ALICE.email})
+    assert "auth.server_metadata_url must name your Microsoft Entra tenant" in at.error[0].value
+    assert [b.label for b in at.button] == [] and len(at.sidebar) == 0
