@@ -100,9 +100,9 @@ def keep(key: str) -> None:
     st.session_state[f"kept:{key}"] = st.session_state[key]
 
 
-for choice in ("collapse_bursts", "push_every_frame"):
+for choice, default in (("collapse_bursts", True), ("push_every_frame", False)):
     if choice not in st.session_state:
-        st.session_state[choice] = st.session_state.get(f"kept:{choice}", False)
+        st.session_state[choice] = st.session_state.get(f"kept:{choice}", default)
 collapse_column, every_column, about_column = st.columns([2, 2, 5], vertical_alignment="center")
 collapsed = collapse_column.toggle(
     "Collapse near-duplicates",

@@ -38,9 +38,17 @@ class AppHarness:
     project_id: str
     ledger_path: Path
 
-    def open(self, page: str | None = None, *, user: dict | None = None) -> AppTest:
-        """A fresh session of the app (a new browser tab), on `page` (e.g. "pages/activity.py")."""
+    def open(
+        self, page: str | None = None, *, user: dict | None = None, collapse_bursts: bool | None = False
+    ) -> AppTest:
+        """A fresh session of the app (a new browser tab), on `page` (e.g. "pages/activity.py").
+
+        Bursts are shown frame by frame unless `collapse_bursts` says otherwise (None: the app's default, on),
+        so that tests about single tiles see every frame.
+        """
         at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+        if collapse_bursts is not None:
+            at.session_state["kept:collapse_bursts"] = collapse_bursts
         if user is not None:
             at.user = user
         if page:

@@ -38,7 +38,7 @@ def test_each_demo_burst_collapses_into_one_tile_with_its_count(app_env, demo):
     bursts = demo_bursts(demo)
     more = sum(len(b) - 1 for b in bursts)
     at = app_env.open()
-    assert len(tile_names(at)) == demo.frames + len(demo.bad)  # every frame, until the reviewer collapses them
+    assert len(tile_names(at)) == demo.frames + len(demo.bad)  # every frame, with collapsing turned off
     assert "at most **6** bits (setting `percept_near_duplicate_distance`)" in about(at)
     assert f"This page: {demo.bursts} bursts ({more} more frames)." in about(at)
 
@@ -129,3 +129,13 @@ def test_the_threshold_is_the_setting_and_the_page_says_so(app_env_factory, demo
     assert "at most **2** bits (setting `percept_near_duplicate_distance`)" in about(at)
     tight = int(about(at).split("This page: ")[1].split(" burst")[0])
     assert tight <= demo.bursts  # a tighter threshold finds no more bursts than the default
+
+
+def test_a_new_session_shows_bursts_collapsed(app_env, demo):
+    """Collapsing is the default: a reviewer opening the app sees one tile per burst."""
+    bursts = demo_bursts(demo)
+    at = app_env.open(collapse_bursts=None)
+    assert at.toggle(key="collapse_bursts").value is True
+    names = tile_names(at)
+    assert len(names) == demo.frames + len(demo.bad) - sum(len(b) - 1 for b in bursts)
+    assert all([n for n in burst if n in names] == [burst[0]] for burst in bursts)

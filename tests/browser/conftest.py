@@ -183,3 +183,18 @@ def start_signed_app(stack, demo, tmp_path) -> Iterator[Callable[..., SignedApp]
     yield start
     for server in started:
         server.stop()
+
+
+def show_every_frame(page) -> None:
+    """Turn off burst collapsing (on by default), for tests about single frames."""
+    from playwright.sync_api import expect
+
+    toggle = page.get_by_label("Collapse near-duplicates", exact=True)
+    expect(toggle).to_be_attached(timeout=60_000)
+    if toggle.is_checked():
+        page.get_by_text("Collapse near-duplicates", exact=True).click()
+    expect(toggle).not_to_be_checked(timeout=60_000)
+    # The rerun is over once the app has drawn what depends on the toggle: this checkbox is off without it,
+    # and no tile stands for a burst any more.
+    expect(page.get_by_label("Push every frame of a burst", exact=True)).to_be_disabled(timeout=60_000)
+    expect(page.get_by_text("near-identical frames")).to_have_count(0, timeout=60_000)

@@ -17,6 +17,7 @@ from msrest.authentication import ApiKeyCredentials
 from playwright.sync_api import Page, expect
 
 from percept_core import Curator
+from tests.browser.conftest import show_every_frame
 from tests.support.disk_scan import REPO, scan, writable_areas
 from tests.support.streamlit_server import StreamlitServer
 
@@ -64,6 +65,7 @@ def good_names(stack, demo) -> list[str]:
 def open_review(page: Page, url: str) -> None:
     page.goto(url)
     expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible(timeout=SLOW)
+    show_every_frame(page)
     expect(page.locator(f"{TILE} img").first).to_be_visible(timeout=60_000)
     page.wait_for_function(
         "() => window.__perceptTileKeys === true && window.__streamlitShortcutsInitialized", timeout=SLOW
@@ -148,8 +150,12 @@ def test_three_frames_picked_and_pushed_with_key_presses_only(app_server, page, 
     page.keyboard.press("a")
     everything = re.compile(rf"^{len(shown)} selected \({len(shown)} on this page\)")
     expect(page.get_by_text(everything)).to_be_visible(timeout=SLOW)
+    # The caption comes before the tiles: the page is drawn once every tile shows the change (a key pressed
+    # earlier would send the tiles' old boxes back, as a reviewer's click on a half-drawn page would).
+    expect(page.locator(f"{TILE} input[type=checkbox]:not(:checked)")).to_have_count(0, timeout=SLOW)
     page.keyboard.press("Shift+A")
     expect(page.get_by_text(re.compile(r"^0 selected"))).to_be_visible(timeout=SLOW)
+    expect(page.locator(f"{TILE} input[type=checkbox]:checked")).to_have_count(0, timeout=SLOW)
 
     focus = -1
     for count, name in enumerate(chosen, 1):

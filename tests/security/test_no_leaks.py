@@ -36,6 +36,7 @@ from tests.browser.conftest import (
     MALLORY,
     keep_offline,
     oidc_provider,
+    show_every_frame,
     sign_in,
     sign_out,
     write_auth_secrets,
@@ -50,7 +51,6 @@ CLI = [sys.executable, "-m", "percept_core.cli"]
 ALERTS = '[data-testid="stAlert"], [data-testid="stException"], [data-testid="stToast"]'
 # Where the notebooks' kernels keep state of their own (history, connection files), besides writable_areas().
 KERNEL_AREAS = [Path.home() / ".ipython", Path.home() / ".jupyter"]
-
 
 # -- the checks ------------------------------------------------------------------------------------------------
 
@@ -201,6 +201,7 @@ def reviewer_session(page: Page, url: str, evidence: Evidence, *, bad: set[str],
 
     sign_in(page, url, ALICE)
     expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible()
+    show_every_frame(page)
     for name in sorted(bad) + good:  # every blob fits on page 1: a tile each, its checkbox labelled with its name
         expect(page.get_by_label(name, exact=True)).to_be_attached()
     expect(page.locator('[data-testid="stAlert"]')).to_have_count(len(bad))  # the tiles that cannot be decrypted
