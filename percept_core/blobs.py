@@ -9,7 +9,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from typing import Any
 
@@ -248,8 +248,10 @@ class RetrainingDataClient:
         """The next `page_size` matching blobs after `continuation`, listing no further than needed."""
         blob_filter = blob_filter or BlobFilter()
         marker, offset = _decode_token(continuation) if continuation else (None, 0)
-        # A service page a few times the page size keeps filtered pages to one request.
-        per_page = min(5000, max(page_size * 4, 200))
+        # Filtered here (not by the service's name prefix), a service page a few times the page size keeps a
+        # page to one request; unfiltered, a service page is the page: nothing is listed that is not shown.
+        filtered_here = predicate is not None or not replace(blob_filter, name_prefix="").is_empty
+        per_page = min(5000, max(page_size * 4, 200) if filtered_here else page_size)
         found: list[RetrainingBlob] = []
         for current_marker, entries, next_marker in self._pages(blob_filter, marker, per_page):
             for index in range(offset, len(entries)):

@@ -153,11 +153,10 @@ class Curator:
             else:
                 results[blob.key] = hit
 
-        keyless = self._fetch_keys({(b.model_name, b.model_version) for b in missing if b.has_model})
-
+        # Keys are fetched as the first blob of each version needs one, while the others download: one fetch
+        # and one PBKDF2 per version (the locker's), and a version whose key cannot be had fails its other
+        # blobs at once (the locker remembers the failure for a while).
         def attempt(blob: RetrainingBlob) -> bytes:
-            if (blob.model_name, blob.model_version) in keyless:
-                raise keyless[(blob.model_name, blob.model_version)]
             try:
                 return self.preview(blob, size=size)
             except CuratorError:
@@ -173,29 +172,6 @@ class Curator:
                 self.ledger.note_undecryptable(blob.key, reason=f"{result.reason}: {result.message}", actor=self.actor)
             results[blob.key] = result
         return results
-
-    def _fetch_keys(self, versions: set[tuple[str, str]]) -> dict[tuple[str, str], CuratorError]:
-        """Fetch each version's key once, up front; returns the versions whose key cannot be had and why.
-
-        Their blobs then fail at once instead of each waiting for the same answer. When the first
-        request fails for a reason that is not the version's own (the MM server is down), every
-        version fails with it without asking again.
-        """
-        ordered = sorted(versions)
-        if not ordered:
-            return {}
-        try:
-            self.locker.key_for(*ordered[0])
-        except BlobError as exc:  # that version is unknown: the others may be fine
-            keyless: dict[tuple[str, str], CuratorError] = {ordered[0]: exc}
-        except CuratorError as exc:
-            return dict.fromkeys(ordered, exc)
-        else:
-            keyless = {}
-        for version, result in map_bounded(lambda v: self.locker.key_for(*v), ordered[1:], max_concurrency=4):
-            if isinstance(result, CuratorError):
-                keyless[version] = result
-        return keyless
 
     # -- Custom Vision and the ledger -----------------------------------------------------------------
 

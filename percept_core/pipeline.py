@@ -192,6 +192,10 @@ def version_label(blob: RetrainingBlob) -> str:
     return f"{blob.model_name or '?'} {blob.model_version or '?'}"
 
 
+def _raw_bytes(batch: Sequence[_Prepared]) -> int:
+    return sum(len(prepared.image.data) for prepared in batch)
+
+
 def provenance_metadata(blob: RetrainingBlob, sha256: str) -> dict[str, str]:
     """Each image's origin, within Custom Vision's limits (10 pairs, values <= 256 characters)."""
     return {
@@ -225,7 +229,8 @@ class PushPipeline:
         ledger: Ledger,
         *,
         max_concurrency: int = 8,
-        max_uploads_in_flight: int = 3,
+        max_uploads_in_flight: int = 4,
+        max_upload_bytes_in_flight: int = 32 * 1024 * 1024,
         batch_bytes: int = MAX_BATCH_BYTES,
         tier: str = "S0",
     ) -> None:
@@ -235,6 +240,10 @@ class PushPipeline:
         self.ledger = ledger
         self.max_concurrency = max_concurrency
         self.max_uploads_in_flight = max_uploads_in_flight
+        # The SDK holds each request's images about five times over while it sends them (the bytes, their
+        # base64, the JSON text, the encoded body), so in-flight bytes, not calls, bound the memory: two
+        # batches of camera frames at once, or many single images.
+        self.max_upload_bytes_in_flight = max_upload_bytes_in_flight
         self.batch_bytes = batch_bytes
         self.tier = tier
 
@@ -617,7 +626,11 @@ class _Run:
         with ThreadPoolExecutor(self.p.max_uploads_in_flight, thread_name_prefix="percept-upload") as uploader:
 
             def submit(batch: list[_Prepared]) -> None:
-                while len(uploads) >= self.p.max_uploads_in_flight:
+                size = _raw_bytes(batch)
+                while uploads and (
+                    len(uploads) >= self.p.max_uploads_in_flight
+                    or sum(map(_raw_bytes, uploads.values())) + size > self.p.max_upload_bytes_in_flight
+                ):
                     self.collect(uploads, wait_for_one=True)
                 uploads[uploader.submit(self.upload, batch)] = batch
 
