@@ -14,6 +14,12 @@ MM bootstrap secret from the environment variable named by --secret-env (default
                                              what the original Azure Function did per blob: client.decrypt(...)
                                              for each file (key fetched and PBKDF2 run every time); prints JSON
                                              with per-file seconds
+    serve MM_URL                             the benchmarks' baseline: a long-running worker, as the Functions
+                                             host is. SCZClient is built once at start (the original Function
+                                             built it at import); then each JSON line on stdin asks for files to
+                                             be decrypted with client.decrypt (key fetched and PBKDF2 run for
+                                             every file, files on disk, exactly as the Function did per blob)
+                                             and gets one JSON line back with per-file seconds
 
 Only `sczpy.DefaultAzureCredential` and `sczpy.SecretClient` are replaced (the Key Vault URL is hard-coded to
 `https://{kv}.vault.azure.net`); everything else is sczpy's code, unmodified.
@@ -203,6 +209,56 @@ def cmd_decrypt_files(args: argparse.Namespace) -> int:
     return 0 if all(f["ok"] for f in files) else REFUSED_EXIT
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """One JSON request per stdin line, one JSON answer per stdout line.
+
+    {"op": "decrypt", "model": M, "version": V, "pairs": [[IN, OUT], ...], "sha256": bool, "remove": bool}
+        -> {"seconds": total, "files": [{"seconds", "ok", "message", "sha256"}]}; only client.decrypt is timed
+    {"op": "quit"} -> exits
+    Start-up (interpreter, imports) and SCZClient's bootstrap are reported in the first line, not charged per
+    file: the original Function paid them once per worker process, at import.
+    """
+    started = time.perf_counter()
+    _install_key_vault_stand_in(args.secret_env)
+    client = sczpy.SCZClient(args.mm_url)
+    out = sys.stdout
+    out.write(json.dumps({"ready": True, "bootstrap_seconds": time.perf_counter() - started}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        if request.get("op") == "quit":
+            break
+        if request.get("op") != "decrypt":
+            out.write(json.dumps({"error": f"unknown op {request.get('op')!r}"}) + "\n")
+            out.flush()
+            continue
+        files = []
+        for source, target in request["pairs"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(target)
+            printed = io.StringIO()
+            began = time.perf_counter()
+            with contextlib.redirect_stdout(printed):
+                client.decrypt(request["model"], request["version"], source, target)  # key + PBKDF2 every time
+            seconds = time.perf_counter() - began
+            ok = os.path.exists(target)
+            files.append(
+                {
+                    "seconds": seconds,
+                    "ok": ok,
+                    "message": printed.getvalue().strip(),
+                    "sha256": _sha256(target) if ok and request.get("sha256") else None,
+                }
+            )
+            if ok and request.get("remove"):
+                os.remove(target)
+        out.write(json.dumps({"seconds": sum(f["seconds"] for f in files), "files": files}) + "\n")
+        out.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     decrypt_files.add_argument("files", nargs="+")
     decrypt_files.add_argument("--secret-env", default="SCZ_BOOTSTRAP_SECRET")
     decrypt_files.set_defaults(run=cmd_decrypt_files)
+
+    serve = sub.add_parser("serve", help="a long-running decrypt worker for the benchmarks (JSON lines on stdin)")
+    serve.add_argument("mm_url")
+    serve.add_argument("--secret-env", default="SCZ_BOOTSTRAP_SECRET")
+    serve.set_defaults(run=cmd_serve)
 
     args = parser.parse_args(argv)
     return args.run(args)
