@@ -46,17 +46,6 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = 48
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FRAMES = 100  # two full pages and a few more
 TIMEOUT_MS = 120_000
 
@@ -150,12 +139,12 @@ def _read_env(path: Path) -> dict[str, str]:
 def _app(values: dict[str, str], work: Path) -> Iterator[str]:
     """`streamlit run app.py` with these settings in its environment; yields its URL."""
     from devstack.servers import free_port
-    from percept_core.config import _SPECS
+    from percept_core.config import SETTING_NAMES
 
     folder = work / "app"
     (folder / ".streamlit").mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / ".streamlit" / "config.toml", folder / ".streamlit" / "config.toml")
-    names = {spec.key for spec in _SPECS.values()} | {spec.key.upper() for spec in _SPECS.values()}
+    names = SETTING_NAMES | {name.upper() for name in SETTING_NAMES}
     env = {k: v for k, v in os.environ.items() if k not in names} | values
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1"]
@@ -289,6 +278,8 @@ def run(*, quick: bool, settings: dict[str, str] | None = None) -> dict:
     """Measure; with `settings` (an app's, by the names users write) use its services and container."""
     from playwright.sync_api import sync_playwright
 
+    from tests.support.chromium import launch_chromium
+
     repeats = 3 if quick else 7
     with tempfile.TemporaryDirectory(prefix="bench-reviewer-") as tmp:
         work = Path(tmp)
@@ -300,7 +291,7 @@ def run(*, quick: bool, settings: dict[str, str] | None = None) -> dict:
             result |= _first_page_in_process(values, repeats, work)
             first_tiles, second_tiles = result["tiles_per_page"] = _tiles_per_page(values, work)
             with _app(values, work) as url, sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = launch_chromium(playwright)
                 result["browser"] = f"chromium {browser.version}"
                 opens, nexts, backs = [], [], []
                 cold = None

@@ -24,39 +24,18 @@ from pathlib import Path
 import requests
 
 from devstack.azurite import azurite_command, connection_string, wait_for_port
+from devstack.mm_server import mm_server_command
 from devstack.servers import free_port
-from percept_core.config import Settings
+from percept_core.config import SETTING_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".devstack" / "bench"
 HOST = "127.0.0.1"
 QUOTA_RATE = 1.0  # transactions per second of the rate-limited Custom Vision emulator
 
-# Every setting name percept_core reads; stripped from the children's environment so that nothing the
-# engineer happens to have exported (a sourced .devstack/env, say) leaks into a measurement.
-SETTING_NAMES = (
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_TENANT_ID",
-    "mm_server_url",
-    "mm_storage_account",
-    "mm_telemetry_storage_container",
-    "custom_vision_endpoint",
-    "custom_vision_training_key",
-    "custom_vision_project_id",
-    "mm_storage_connection_string",
-    "mm_bootstrap_secret",
-    "mm_key_vault_url",
-    "custom_vision_tier",
-    "custom_vision_rate_per_second",
-    "percept_ledger_path",
-    "percept_allow_insecure_http",
-    "percept_reviewers",
-    "percept_near_duplicate_distance",
-)
-
 
 def clean_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
+    # Nothing the engineer happens to have exported (a sourced .devstack/env, say) leaks into a measurement.
     env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     env.pop("PYTHONPATH", None)
     env["PYTHONPATH"] = str(ROOT)
@@ -291,17 +270,7 @@ def start(state: Path = STATE) -> BenchStack:
     (state / "azurite").mkdir(exist_ok=True)
     commands = {
         "azurite": azurite_command(host=HOST, port=ports["azurite"], location=str(state / "azurite")),
-        "mm": [
-            sys.executable,
-            "-m",
-            "devstack.mm_server",
-            "--host",
-            HOST,
-            "--port",
-            str(ports["mm"]),
-            "--state",
-            str(state / "mm"),
-        ],
+        "mm": mm_server_command(host=HOST, port=ports["mm"], state=state / "mm"),
     }
     for which, rate in (("quota", str(QUOTA_RATE)), ("free", "0")):
         commands[f"cv-{which}"] = [

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 from collections import Counter
@@ -249,6 +250,11 @@ def _operation_name(method: str, path: str) -> str:
     if len(parts) >= 3 and parts[:2] == ["api", "v1"]:
         return f"{method} {parts[2]}"
     return f"{method} {path}"
+
+
+def mm_server_command(*, host: str, port: int, state: Path | str) -> list[str]:
+    """The command that runs this emulator as a process of its own, keeping its keys under `state`."""
+    return [sys.executable, "-m", "devstack.mm_server", "--host", host, "--port", str(port), "--state", str(state)]
 
 
 def main(argv: list[str] | None = None) -> None:

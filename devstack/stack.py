@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .azurite import azurite_command, connection_string, wait_for_port
+from .mm_server import mm_server_command
 
 HOST = "127.0.0.1"
 DEFAULT_PORTS = {"azurite": 10000, "mm": 8711, "customvision": 8712}
@@ -117,17 +118,7 @@ def up(state: Path, *, images: int = 300, seed: bool = True, ports: dict[str, in
             ),
             "mm": _spawn(
                 "mm",
-                [
-                    sys.executable,
-                    "-m",
-                    "devstack.mm_server",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(ports["mm"]),
-                    "--state",
-                    str(state / "mm"),
-                ],
+                mm_server_command(host=HOST, port=ports["mm"], state=state / "mm"),
                 paths,
                 env,
             ),

@@ -80,6 +80,9 @@ _SPECS: dict[str, _Spec] = {
     ),
 }
 
+# The names users write the settings by (environment, .env, local.settings.json, Streamlit secrets).
+SETTING_NAMES: frozenset[str] = frozenset(spec.key for spec in _SPECS.values())
+
 
 def _redact(value: str | None) -> str:
     return "<unset>" if not value else "***"

@@ -31,8 +31,6 @@ from devstack.servers import free_port
 from percept_core import Curator
 from tests.browser.conftest import (
     ALICE,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     MALLORY,
     keep_offline,
     oidc_provider,
@@ -42,6 +40,7 @@ from tests.browser.conftest import (
     write_auth_secrets,
 )
 from tests.notebooks.conftest import NOTEBOOKS, execute_notebook, kernel_environment
+from tests.support.chromium import launch_chromium
 from tests.support.disk_scan import REPO, Finding, scan, writable_areas
 from tests.support.streamlit_server import StreamlitServer
 
@@ -173,7 +172,7 @@ class Evidence:
 @contextmanager
 def chromium() -> Iterator[Page]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
         context.set_default_timeout(30_000)
         keep_offline(context)
