@@ -30,6 +30,7 @@ from percept_core.customvision import CustomVisionClient, ProjectInfo
 from percept_core.images import PreviewCache
 from percept_core.jobs import PushJobs
 from percept_core.ledger import BlobRecord, default_actor
+from percept_core.memory import return_large_buffers_to_the_system
 from percept_core.pipeline import PushProgress
 from percept_core.review import STATES, Pager, ReviewQuery
 
@@ -97,6 +98,7 @@ def shared_curator() -> Curator:
 @st.cache_resource(show_spinner=False)
 def push_jobs() -> PushJobs:
     """The process-wide registry of background pushes: a run outlives the tab that started it."""
+    return_large_buffers_to_the_system()  # a push's upload buffers go back to the system, not the heap
     return PushJobs()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from .blobs import BlobFilter
 from .config import ConfigError
 from .errors import CuratorError
+from .memory import return_large_buffers_to_the_system
 
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG = 0, 1, 2
 
@@ -126,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .curator import Curator
 
         curator = Curator(actor=args.actor, env_file=args.env_file)
+        if args.command in ("push", "push-untagged"):
+            return_large_buffers_to_the_system()  # bounds the peak of a long push (see memory.py)
         handler = {
             "list": _list,
             "decrypt": _decrypt,

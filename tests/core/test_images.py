@@ -89,6 +89,18 @@ def test_non_images_are_refused_clearly(data, message):
         prepare_for_upload(data)
 
 
+@pytest.mark.parametrize("kept", [0.3, 0.6, 0.95])
+def test_a_camera_frame_cut_short_is_refused_as_damaged_not_pushed(kept):
+    """Validation decodes JPEGs at a reduced scale: every byte of the data still has to decode."""
+    whole = encode(noise(640, 360), quality=90)
+    cut = whole[: int(len(whole) * kept)]
+    with pytest.raises(NotAnImageError, match="damaged JPEG image"):
+        prepare_for_upload(cut, what="Blob 'cut.jpg.dec'")
+    with pytest.raises(NotAnImageError, match="damaged"):
+        thumbnail(cut)
+    assert prepare_for_upload(whole).data == whole
+
+
 def test_a_decompression_bomb_is_refused_before_decoding():
     # A valid PNG header that declares 60,000 x 60,000 pixels, with a tiny payload.
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -111,6 +123,8 @@ def test_thumbnails_are_small_jpegs_that_keep_the_aspect_ratio():
     data = encode(Image.new("RGB", (1920, 1080), "green"))
     thumb = inspect_image(thumbnail(data))
     assert thumb.format == "JPEG" and thumb.width == 320 and thumb.height == 180
+    portrait = inspect_image(thumbnail(encode(Image.new("RGB", (1080, 1920), "green"))))
+    assert (portrait.width, portrait.height) == (180, 320)
 
 
 def test_near_duplicate_frames_of_a_burst_group_together_and_others_do_not():
