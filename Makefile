@@ -44,7 +44,7 @@ devstack/node_modules/.installed: devstack/package.json devstack/package-lock.js
 	cd devstack && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Headless Chromium for the browser tests: Debian's package, installed when missing.
+# Headless Chromium for the browser tests and the reviewer benchmark: Debian's package, installed when missing.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
@@ -83,7 +83,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: setup $(SCZPY_VENV)/.installed
+bench: setup $(SCZPY_VENV)/.installed chromium
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
 soak: setup $(SCZPY_VENV)/.installed
