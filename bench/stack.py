@@ -16,7 +16,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import requests
 
 from devstack.azurite import azurite_command, connection_string, wait_for_port
+from devstack.customvision_server import customvision_server_command
 from devstack.mm_server import mm_server_command
 from devstack.servers import free_port
 from percept_core.config import SETTING_NAMES, Settings
@@ -273,25 +273,12 @@ def start(state: Path = STATE) -> BenchStack:
         "mm": mm_server_command(host=HOST, port=ports["mm"], state=state / "mm"),
     }
     for which, rate in (("quota", str(QUOTA_RATE)), ("free", "0")):
-        commands[f"cv-{which}"] = [
-            sys.executable,
-            "-m",
-            "devstack.customvision_server",
-            "--host",
-            HOST,
-            "--port",
-            str(ports[f"cv-{which}"]),
-            "--rate",
-            rate,
-            "--tier",
-            "S0",
-            "--max-projects",
-            "10000",
-            "--training-seconds",
-            "0.5",
-            "--training-key",
-            values["custom_vision_training_key"],
-        ]
+        commands[f"cv-{which}"] = customvision_server_command(
+            host=HOST,
+            port=ports[f"cv-{which}"],
+            training_key=values["custom_vision_training_key"],
+            options=["--rate", rate, "--tier", "S0", "--max-projects", "10000", "--training-seconds", "0.5"],
+        )
     try:
         for name, command in commands.items():
             stack.services[name] = Service(name, _spawn(name, command, state, env), ports[name])

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 import urllib.parse
@@ -1486,6 +1487,12 @@ def _faults_arg(value: str) -> list[dict[str, Any]] | dict[str, Any]:
     plan = json.loads(text)
     parse_fault_plan(plan)  # validate now rather than on the first request
     return plan
+
+
+def customvision_server_command(*, host: str, port: int, training_key: str, options: Sequence[str] = ()) -> list[str]:
+    """The command that runs this emulator as a process of its own; `options` are more of main's flags."""
+    command = [sys.executable, "-m", "devstack.customvision_server", "--host", host, "--port", str(port)]
+    return [*command, *options, "--training-key", training_key]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

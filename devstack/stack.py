@@ -19,13 +19,13 @@ import secrets
 import shlex
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from .azurite import azurite_command, connection_string, wait_for_port
+from .customvision_server import customvision_server_command
 from .mm_server import mm_server_command
 
 HOST = "127.0.0.1"
@@ -124,19 +124,12 @@ def up(state: Path, *, images: int = 300, seed: bool = True, ports: dict[str, in
             ),
             "customvision": _spawn(
                 "customvision",
-                [
-                    sys.executable,
-                    "-m",
-                    "devstack.customvision_server",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(ports["customvision"]),
-                    "--state",
-                    str(state / "customvision"),
-                    "--training-key",
-                    values["custom_vision_training_key"],
-                ],
+                customvision_server_command(
+                    host=HOST,
+                    port=ports["customvision"],
+                    training_key=values["custom_vision_training_key"],
+                    options=["--state", str(state / "customvision")],
+                ),
                 paths,
                 env,
             ),
