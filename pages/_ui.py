@@ -12,7 +12,7 @@ import runpy
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,8 @@ from percept_core.images import PreviewCache
 from percept_core.jobs import PushJobs
 from percept_core.ledger import BlobRecord, default_actor
 from percept_core.memory import return_large_buffers_to_the_system
-from percept_core.pipeline import PushProgress
-from percept_core.review import STATES, Pager, ReviewQuery
+from percept_core.pipeline import BackgroundPush, PushProgress
+from percept_core.review import STATES, Pager, ReviewPush, ReviewQuery
 
 PAGE_SIZE = 48
 PREVIEW_CACHE_BYTES = 48 * 1024 * 1024  # ~2,000 thumbnails a session
@@ -337,11 +337,14 @@ class Selection:
         self.blobs.clear()
         self.reasons.clear()
 
-    def keep_failed(self, failed: Sequence[tuple[str, str]]) -> None:
-        """After an action: only the items that did not go through stay picked, with their reasons."""
-        kept = {name: self.blobs[name] for name, _ in failed if name in self.blobs}
-        self.blobs = kept
-        self.reasons = {name: reason for name, reason in failed if name in kept}
+    def settle(self, acted_on: Iterable[RetrainingBlob], failed: Sequence[tuple[str, str]]) -> None:
+        """After an action on `acted_on`: those that went through are no longer picked, those that did not stay
+        picked with their reasons, and picks made while the action ran (a push goes on in the background) stay."""
+        reasons = dict(failed)
+        for blob in acted_on:
+            if blob.name not in reasons:
+                self.discard(blob.name)
+        self.reasons.update((name, reason) for name, reason in reasons.items() if name in self.blobs)
 
     def items(self) -> list[RetrainingBlob]:
         return list(self.blobs.values())
@@ -565,6 +568,57 @@ def push_progress_bar(label: str, total: int) -> Callable[[PushProgress], None]:
         bar.progress(fraction, text=f"{label}: {progress.done}/{of} · {counts}")
 
     return update
+
+
+# -- this session's push of its selection ----------------------------------------------------------------
+
+SESSION_PUSH_KEY = "session_push"
+PROGRESS_SECONDS = 0.2  # how often a run waiting for a push redraws its progress bar
+
+
+@dataclass
+class SessionPush:
+    """A push of the reviewer's selection: what it took, and the thread pushing it."""
+
+    items: list[RetrainingBlob]
+    job: BackgroundPush[ReviewPush]
+
+    def result(self) -> ReviewPush:
+        """What the push did; raises what stopped it."""
+        if self.job.error is not None:
+            raise self.job.error
+        assert self.job.report is not None
+        return self.job.report
+
+
+def session_pushing() -> bool:
+    """This session has a push going (or over and not yet reported)."""
+    return SESSION_PUSH_KEY in st.session_state
+
+
+def start_session_push(
+    items: Sequence[RetrainingBlob], push: Callable[[Callable[[PushProgress], None]], ReviewPush], *, actor: str
+) -> None:
+    """Push in a thread of its own. Streamlit stops a script run as soon as the reviewer clicks or presses
+    anything, which would cut a push short in the middle and say nothing; the thread goes on, and whichever
+    run comes next waits for it and reports it (`finished_session_push`)."""
+    return_large_buffers_to_the_system()  # the upload buffers go back to the system, not the heap
+    job = BackgroundPush(lambda progress, _cancel: push(progress), description="Push selected", actor=actor)
+    st.session_state[SESSION_PUSH_KEY] = SessionPush(list(items), job.start())
+
+
+def finished_session_push(label: str) -> SessionPush | None:
+    """This session's push once it is over, handed out once (None when there is none). Until then the run
+    waits here behind a progress bar; a run stopped meanwhile leaves the waiting to the next one."""
+    pushed: SessionPush | None = st.session_state.get(SESSION_PUSH_KEY)
+    if pushed is None:
+        return None
+    update = push_progress_bar(label, len(pushed.items))
+    while not pushed.job.wait(PROGRESS_SECONDS):
+        if pushed.job.progress is not None:
+            update(pushed.job.progress)
+    st.session_state.pop(SESSION_PUSH_KEY, None)
+    return pushed
 
 
 def count_progress_bar(label: str) -> Callable[[int, int], None]:

@@ -78,9 +78,10 @@ buttons = st.columns([2, 2, 3, 2, 2, 2, 2, 2])
 buttons[0].button("Select page", key="select_page", on_click=picked.add, args=(page.blobs,))
 buttons[1].button("Clear selection", key="clear_selection", on_click=picked.clear)
 buttons[2].button("Select all matching", on_click=select_all_matching)
-push = buttons[3].button("Push selected", key="push_selected", type="primary", disabled=not picked)
-reject_clicked = buttons[4].button("Reject selected", key="reject_selected", disabled=not picked)
-restore_clicked = buttons[5].button("Restore", disabled=not picked)
+busy = _ui.session_pushing()  # a push of this session's is going on: one action at a time
+push = buttons[3].button("Push selected", key="push_selected", type="primary", disabled=not picked or busy)
+reject_clicked = buttons[4].button("Reject selected", key="reject_selected", disabled=not picked or busy)
+restore_clicked = buttons[5].button("Restore", disabled=not picked or busy)
 buttons[6].button("Refresh", on_click=pager.refresh, help="List this page again: new uploads, others' decisions")
 with buttons[7]:
     show_shortcuts = _keys.help_button()
@@ -127,51 +128,61 @@ about_column.caption(
     f"it. This page: {len(bursts)} burst{'' if len(bursts) == 1 else 's'} ({more} more frames)."
 )
 
+retag_clicked = False
 if not project.is_detection:
     with st.expander("Re-tag images already pushed"):
         tag_names = [t.name for t in curator.tags()]
         add = st.multiselect("Add tags", tag_names, key="retag_add")
         remove = st.multiselect("Remove tags", tag_names, key="retag_remove")
-        retag_clicked = st.button("Re-tag selected", disabled=not picked or not (add or remove))
-    if retag_clicked:
+        retag_clicked = st.button("Re-tag selected", disabled=not picked or not (add or remove) or busy)
+    if retag_clicked and not busy:
         with _ui.action_errors("Re-tagging"):
-            outcomes = curator.retag(picked.items(), add=add, remove=remove)
+            items = picked.items()
+            outcomes = curator.retag(items, add=add, remove=remove)
             skipped = [(o.name, "skipped", o.reason) for o in outcomes if o.reason != "retagged"]
             counts = {"retagged": len(outcomes) - len(skipped), "skipped": len(skipped)}
-            picked.keep_failed([(name, reason) for name, _, reason in skipped])
+            picked.settle(items, [(name, reason) for name, _, reason in skipped])
             _ui.remember_result("Re-tag", {k: v for k, v in counts.items() if v}, skipped, failed=bool(skipped))
             pager.refresh()
             st.rerun()
 
-if push:
-    with _ui.action_errors("Pushing"):
-        items = picked.items()
-        progress = _ui.push_progress_bar("Pushing", len(items))
-        result = push_reviewed(
+if push and not busy:  # in a thread: clicking on meanwhile does not cut it short (see _ui.start_session_push)
+    items = picked.items()
+    bursts_known = _ui.known_bursts() if collapsed else ()
+    _ui.start_session_push(
+        items,
+        lambda progress: push_reviewed(
             curator,
             items,
             tags=chosen_tags,
             boxes=with_boxes,
-            bursts=_ui.known_bursts() if collapsed else (),
+            bursts=bursts_known,
             every_frame=every_frame,
             progress=progress,
-        )
-        _annotate.after_push(project.id, items, result)
+        ),
+        actor=curator.actor,
+    )
+if (reject_clicked or restore_clicked or retag_clicked or push) and busy:
+    st.info("A push of the selection is still going on: act again once it is over.", icon=":material/hourglass:")
+if pushed := _ui.finished_session_push("Pushing"):
+    with _ui.action_errors("Pushing"):
+        result = pushed.result()
+        _annotate.after_push(project.id, pushed.items, result)
         failed = result.failed
         noted = [(o.name, str(o.outcome), o.reason) for o in result.outcomes if o.ok and o.reason]
-        picked.keep_failed([(name, reason) for name, _, reason in failed])
+        picked.settle(pushed.items, [(name, reason) for name, _, reason in failed])
         _ui.remember_result("Push", outcome_counts(result.outcomes), failed + noted, failed=bool(failed))
         pager.refresh()
         st.rerun()
 
-if reject_clicked or restore_clicked:
+if (reject_clicked or restore_clicked) and not busy:
     with _ui.action_errors("Rejecting" if reject_clicked else "Restoring"):
         items = picked.items()
         decide = reject if reject_clicked else restore
         progress = _ui.count_progress_bar("Rejecting" if reject_clicked else "Restoring")
         outcomes = decide(curator, items, progress=progress)
         problems = [(o.name, o.outcome, o.reason) for o in outcomes if not o.ok]
-        picked.keep_failed([(name, reason) for name, _, reason in problems])
+        picked.settle(items, [(name, reason) for name, _, reason in problems])
         title = "Reject" if reject_clicked else "Restore"
         _ui.remember_result(title, outcome_counts(outcomes), problems, failed=bool(problems))
         pager.refresh()

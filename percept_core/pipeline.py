@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from itertools import islice
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .blobs import BlobFilter, RetrainingBlob, RetrainingDataClient, map_bounded
 from .customvision import (
@@ -777,16 +777,20 @@ class _Run:
                 )
 
 
-class BackgroundPush:
-    """A push run in a thread of its own, so it outlives the page that started it (a closed tab).
+ReportT = TypeVar("ReportT")
 
-    The app keeps these in a process-wide registry; the ledger's claims make a restarted app resume
-    where a killed one stopped.
+
+class BackgroundPush(Generic[ReportT]):
+    """A push run in a thread of its own, so it outlives the page that started it (a closed tab) and
+    the script run that started it (Streamlit stops a run when the reviewer acts meanwhile).
+
+    `report` is what `run` returned (a `PushReport` for push all untagged). The app keeps push-all runs
+    in a process-wide registry; the ledger's claims make a restarted app resume where a killed one stopped.
     """
 
     def __init__(
         self,
-        run: Callable[[Callable[[PushProgress], None], CancelToken], PushReport],
+        run: Callable[[Callable[[PushProgress], None], CancelToken], ReportT],
         *,
         description: str,
         actor: str,
@@ -797,7 +801,7 @@ class BackgroundPush:
         self.total = total
         self.cancel_token = CancelToken()
         self.progress: PushProgress | None = None
-        self.report: PushReport | None = None
+        self.report: ReportT | None = None
         self.error: BaseException | None = None
         self.started_at = time.time()
         self._done = threading.Event()

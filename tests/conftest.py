@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
 
 from devstack.azurite import AzuriteProcess
 from devstack.customvision_server import CustomVisionEmulatorConfig
@@ -195,3 +196,26 @@ def make_curator(stack, tmp_path):
 def container_name():
     """A container name no other test uses."""
     return f"push{next(_containers)}x"
+
+
+@pytest.fixture
+def cv_faults(stack):
+    """Set a Custom Vision fault plan for the test; cleared afterwards."""
+    url = f"{stack.customvision.url}/_emulator/faults"
+
+    def apply(plan: list[dict]) -> None:
+        requests.post(url, json=plan, timeout=10).raise_for_status()
+
+    yield apply
+    requests.delete(url, timeout=10)
+
+
+@pytest.fixture
+def mm_faults(stack):
+    url = f"{stack.mm.url}/_emulator/faults"
+
+    def apply(plan: list[dict]) -> None:
+        requests.post(url, json=plan, timeout=10).raise_for_status()
+
+    yield apply
+    requests.delete(url, timeout=10)

@@ -18,6 +18,42 @@ from devstack.servers import free_port
 from tests.support.chromium import launch_chromium
 from tests.support.streamlit_server import StreamlitServer
 
+# What the page shows when a browser test fails, in a few lines under its traceback (Playwright's own message
+# is the whole page's accessibility tree, hundreds of lines that logs cut short): what a reviewer would see.
+_PAGE_SUMMARY_JS = """() => {
+  const texts = (selector) => [...document.querySelectorAll(selector)]
+    .map((e) => e.innerText.replace(/\\s+/g, ' ').trim()).filter(Boolean);
+  const active = document.activeElement;
+  return {
+    selection: texts('[data-testid="stCaptionContainer"]').filter((t) => / selected \\(/.test(t)),
+    alerts: texts('[data-testid="stAlert"]').filter((t) => !t.startsWith('broken_image')),
+    progress: texts('[data-testid="stProgress"]'),
+    exceptions: texts('[data-testid="stException"]'),
+    dialogs: texts('[role="dialog"]').map((t) => t.slice(0, 120)),
+    running: !!document.querySelector('[data-testid="stStatusWidget"]'),
+    focused: active && `${active.tagName} ${active.getAttribute('aria-label') || active.innerText}`.slice(0, 80),
+  };
+}"""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        page = item.funcargs.get("page")
+        if page is not None and not page.is_closed():
+            try:
+                summary = page.evaluate(_PAGE_SUMMARY_JS)
+            except Exception as exc:  # the page may be gone with the failure
+                summary = {"unavailable": str(exc).splitlines()[0]}
+            report.sections.append(("the page at the failure", "\n".join(f"{k}: {v}" for k, v in summary.items())))
+        values = [v for value in item.funcargs.values() for v in (value if isinstance(value, tuple) else (value,))]
+        for server in (v for v in values if isinstance(v, StreamlitServer)):
+            # Less the deprecation notice streamlit-shortcuts' components.html earns on every run.
+            lines = [ln for ln in server.log_text().splitlines() if ln.strip() and "components.v1.html" not in ln]
+            report.sections.append(("the app's log, last lines", "\n".join(lines[-15:])))
+    return report
+
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:

@@ -17,6 +17,8 @@ from playwright.sync_api import Page, expect
 
 from percept_core import Curator, Ledger
 from percept_core.ledger import default_actor
+from tests.browser.conftest import show_every_frame
+from tests.browser.test_regions_and_keyboard import project_images
 from tests.support.disk_scan import REPO, scan, writable_areas
 
 pytestmark = pytest.mark.browser
@@ -163,3 +165,33 @@ def test_a_page_opened_by_its_url_on_a_fresh_server_has_the_whole_app_around_it(
     page.get_by_role("button", name="Test connections").click()
     expect(page.get_by_text(re.compile(r"^Custom Vision: project "))).to_be_visible()
     page.screenshot(path=artifacts_dir / "connections-opened-by-url.png")
+
+
+def test_a_push_goes_on_and_is_reported_when_the_reviewer_acts_meanwhile(app_server, page, stack, demo, cv_faults):
+    """Streamlit stops a page's run as soon as the reviewer clicks anything: the push must not stop with it,
+    must be reported, and must leave the frame picked meanwhile picked."""
+    server, project_id, _ = app_server
+    reader = Curator(stack.settings())
+    good = [b.name for b in reader.blobs() if b.name not in demo.bad.values()]
+    chosen, picked_meanwhile = good[:4], good[4]
+    # The upload's answer comes 3 s after the images are stored: the push is surely under way when the reviewer acts.
+    cv_faults([{"operation": "CreateImagesFromFiles", "kind": "slow", "delay": 3, "times": 1}])
+
+    page.goto(server.url)
+    expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible()
+    show_every_frame(page)
+    for count, name in enumerate(chosen, 1):
+        page.get_by_text(name, exact=True).click()
+        expect(page.get_by_text(re.compile(rf"^{count} selected"))).to_be_visible()
+
+    page.get_by_role("button", name="Push selected").click()
+    expect(page.get_by_text(re.compile(r"^Pushing: \d+/4"))).to_be_visible()
+    page.get_by_text(picked_meanwhile, exact=True).click()
+
+    expect(page.get_by_text("Push: 4 pushed")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^1 selected \(1 on this page\)"))).to_be_visible()
+    expect(page.get_by_label(picked_meanwhile, exact=True)).to_be_checked()
+    for name in chosen:
+        expect(page.get_by_label(name, exact=True)).not_to_be_checked()
+    sources = [image.metadata["source_blob"] for image in project_images(stack, project_id)]
+    assert sorted(sources) == sorted(chosen)  # each once, and nothing of the frame picked meanwhile

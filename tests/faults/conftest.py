@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pytest
-import requests
 
 from percept_core import Curator
 from percept_core.images import sha256_hex
@@ -64,29 +63,6 @@ def fault_curator(stack, fault_bed, tmp_path):
     curator.reject([curator.blob(n) for n in fault_bed.rejected], reason="reviewer said no")
     curator.make_another = make
     return curator
-
-
-@pytest.fixture
-def cv_faults(stack):
-    """Set a Custom Vision fault plan for the test; cleared afterwards."""
-    url = f"{stack.customvision.url}/_emulator/faults"
-
-    def apply(plan: list[dict]) -> None:
-        requests.post(url, json=plan, timeout=10).raise_for_status()
-
-    yield apply
-    requests.delete(url, timeout=10)
-
-
-@pytest.fixture
-def mm_faults(stack):
-    url = f"{stack.mm.url}/_emulator/faults"
-
-    def apply(plan: list[dict]) -> None:
-        requests.post(url, json=plan, timeout=10).raise_for_status()
-
-    yield apply
-    requests.delete(url, timeout=10)
 
 
 def assert_exactly_once(stack, curator: Curator, bed: FaultBed) -> None:
