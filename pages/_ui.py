@@ -314,11 +314,19 @@ def pager_controls(pager: Pager, shown: int, *, key: str) -> None:
 
 
 class Selection:
-    """The reviewer's picks (blob records, metadata only) and why a failed one is still picked."""
+    """The reviewer's picks (blob records, metadata only) and why a failed one is still picked.
+
+    `generation` counts the changes made other than by a tile's own checkbox (select page, clear, an
+    action's outcome). The tiles' checkboxes are keyed by it, so such a change draws them anew: a browser
+    still drawing the previous run sends its checkboxes' old ticks back with the next click, and for
+    checkboxes of the same key Streamlit would take those for the reviewer's changes (frames picked that
+    were just cleared, or the reverse). Old keys' ticks are their own last values, so they change nothing.
+    """
 
     def __init__(self) -> None:
         self.blobs: dict[str, RetrainingBlob] = {}
         self.reasons: dict[str, str] = {}
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self.blobs)
@@ -327,15 +335,23 @@ class Selection:
         return name in self.blobs
 
     def add(self, blobs: Iterable[RetrainingBlob]) -> None:
+        """Pick these too (the page, everything matching)."""
+        self.pick(blobs)
+        self.generation += 1
+
+    def pick(self, blobs: Iterable[RetrainingBlob]) -> None:
+        """A tile's own checkbox: it shows the change already."""
         self.blobs.update((b.name, b) for b in blobs)
 
     def discard(self, name: str) -> None:
+        """A tile's own checkbox, or part of a change counted by the caller."""
         self.blobs.pop(name, None)
         self.reasons.pop(name, None)
 
     def clear(self) -> None:
         self.blobs.clear()
         self.reasons.clear()
+        self.generation += 1
 
     def settle(self, acted_on: Iterable[RetrainingBlob], failed: Sequence[tuple[str, str]]) -> None:
         """After an action on `acted_on`: those that went through are no longer picked, those that did not stay
@@ -345,6 +361,7 @@ class Selection:
             if blob.name not in reasons:
                 self.discard(blob.name)
         self.reasons.update((name, reason) for name, reason in reasons.items() if name in self.blobs)
+        self.generation += 1
 
     def items(self) -> list[RetrainingBlob]:
         return list(self.blobs.values())
@@ -356,16 +373,16 @@ def selection() -> Selection:
     return st.session_state["selection"]
 
 
-def _pick_key(name: str) -> str:
-    return f"pick:{name}"
+def _pick_key(name: str, generation: int) -> str:
+    return f"pick:{generation}:{name}"
 
 
-def _toggle(item: RetrainingBlob | Burst) -> None:
+def _toggle(item: RetrainingBlob | Burst, key: str) -> None:
     """A tile's checkbox: a burst's tile picks (or drops) every frame of the burst."""
     picked = selection()
     members = item.members if isinstance(item, Burst) else (item,)
-    if st.session_state.get(_pick_key(members[0].name)):
-        picked.add(members)
+    if st.session_state.get(key):
+        picked.pick(members)
     else:
         for member in members:
             picked.discard(member.name)
@@ -454,9 +471,9 @@ def _tile(
     for member in members:
         if member.name in picked.reasons:
             st.warning(picked.reasons[member.name], icon=":material/report:")
-    key = _pick_key(blob.name)
+    key = _pick_key(blob.name, picked.generation)
     st.session_state[key] = blob.name in picked
-    st.checkbox(blob.name, key=key, on_change=_toggle, args=(item,))
+    st.checkbox(blob.name, key=key, on_change=_toggle, args=(item, key))
     st.button(
         "Larger view",
         key=f"open:{blob.name}",

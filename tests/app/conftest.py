@@ -176,9 +176,15 @@ def ticked(at: AppTest) -> set[str]:
     return {c.label for c in at.checkbox if c.key and c.key.startswith("pick:") and c.value}
 
 
+def tile_checkbox(at: AppTest, name: str):
+    """The checkbox of the tile of `name` (its key changes when the selection is changed other than by it)."""
+    [checkbox] = [c for c in at.checkbox if c.key and c.key.startswith("pick:") and c.label == name]
+    return checkbox
+
+
 def tick(at: AppTest, *names: str) -> AppTest:
     for name in names:
-        at.checkbox(key=f"pick:{name}").check()
+        tile_checkbox(at, name).check()
     return at.run()
 
 

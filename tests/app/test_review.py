@@ -8,7 +8,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from streamlit.testing.v1 import AppTest
 
-from tests.app.conftest import APP, button, dialog, state_badge, tick, ticked, tile, tile_names
+from tests.app.conftest import APP, button, dialog, state_badge, tick, ticked, tile, tile_checkbox, tile_names
 from tests.support.frames import jpeg, upload_frames
 
 GALLERY = "appgallery"
@@ -146,7 +146,7 @@ def test_selection_survives_paging_and_select_page_and_clear_work(app_env_factor
 
     at.button(key="top_prev").click().run()
     assert ticked(at) == {first, second}  # still picked after paging away and back
-    at.checkbox(key=f"pick:{second}").uncheck().run()
+    tile_checkbox(at, second).uncheck().run()
     assert any(c.value.startswith("49 selected (1 on this page)") for c in at.caption)
 
     button(at, "Clear selection").click().run()
