@@ -6,7 +6,7 @@ import contextlib
 import itertools
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,24 +198,23 @@ def container_name():
     return f"push{next(_containers)}x"
 
 
+def _fault_plan(url: str) -> Iterator[Callable[[list[dict]], None]]:
+    """Set an emulator's fault plan (its `/_emulator/faults`) for a test; cleared afterwards."""
+
+    def apply(plan: list[dict]) -> None:
+        requests.post(url, json=plan, timeout=10).raise_for_status()
+
+    yield apply
+    requests.delete(url, timeout=10)
+
+
 @pytest.fixture
-def cv_faults(stack):
+def cv_faults(stack) -> Iterator[Callable[[list[dict]], None]]:
     """Set a Custom Vision fault plan for the test; cleared afterwards."""
-    url = f"{stack.customvision.url}/_emulator/faults"
-
-    def apply(plan: list[dict]) -> None:
-        requests.post(url, json=plan, timeout=10).raise_for_status()
-
-    yield apply
-    requests.delete(url, timeout=10)
+    yield from _fault_plan(f"{stack.customvision.url}/_emulator/faults")
 
 
 @pytest.fixture
-def mm_faults(stack):
-    url = f"{stack.mm.url}/_emulator/faults"
-
-    def apply(plan: list[dict]) -> None:
-        requests.post(url, json=plan, timeout=10).raise_for_status()
-
-    yield apply
-    requests.delete(url, timeout=10)
+def mm_faults(stack) -> Iterator[Callable[[list[dict]], None]]:
+    """Set an MM server fault plan for the test; cleared afterwards."""
+    yield from _fault_plan(f"{stack.mm.url}/_emulator/faults")
