@@ -210,6 +210,14 @@ def start_signed_app(stack, demo, tmp_path) -> Iterator[Callable[..., SignedApp]
         server.stop()
 
 
+def drawn(page, timeout: float = 30_000) -> None:
+    """Wait until the page shows the app's last run whole: Streamlit marks what an unfinished run has not
+    drawn again `data-stale`, as a reviewer sees it greyed out."""
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-stale="true"]')).to_have_count(0, timeout=timeout)
+
+
 def show_every_frame(page) -> None:
     """Turn off burst collapsing (on by default), for tests about single frames."""
     from playwright.sync_api import expect

@@ -17,7 +17,7 @@ from msrest.authentication import ApiKeyCredentials
 from playwright.sync_api import Page, expect
 
 from percept_core import Curator
-from tests.browser.conftest import show_every_frame
+from tests.browser.conftest import drawn, show_every_frame
 from tests.support.disk_scan import REPO, scan, writable_areas
 from tests.support.streamlit_server import StreamlitServer
 
@@ -156,6 +156,7 @@ def test_three_frames_picked_and_pushed_with_key_presses_only(app_server, page, 
     page.keyboard.press("Shift+A")
     expect(page.get_by_text(re.compile(r"^0 selected"))).to_be_visible(timeout=SLOW)
     expect(page.locator(f"{TILE} input[type=checkbox]:checked")).to_have_count(0, timeout=SLOW)
+    drawn(page)
 
     focus = -1
     for count, name in enumerate(chosen, 1):
@@ -167,11 +168,13 @@ def test_three_frames_picked_and_pushed_with_key_presses_only(app_server, page, 
         page.keyboard.press("x")
         expect(page.get_by_label(name, exact=True)).to_be_checked(timeout=SLOW)
         expect(page.get_by_text(re.compile(rf"^{count} selected \({count} on this page\)"))).to_be_visible(timeout=SLOW)
+        drawn(page)
         if count == 2:  # the larger view opens on the focused tile; Escape closes it for good
             page.keyboard.press("o")
             expect(page.get_by_role("dialog").get_by_text(name, exact=True)).to_be_visible(timeout=SLOW)
             page.keyboard.press("Escape")
             expect(page.get_by_role("dialog")).to_have_count(0, timeout=SLOW)
+            drawn(page)  # closing the larger view reruns the page
     # The picks since reran the page: the larger view stayed closed.
     expect(page.get_by_role("dialog")).to_have_count(0, timeout=SLOW)
 
@@ -181,6 +184,7 @@ def test_three_frames_picked_and_pushed_with_key_presses_only(app_server, page, 
     page.screenshot(path=artifacts_dir / "1-shortcuts.png")
     page.keyboard.press("Escape")
     expect(page.get_by_role("dialog")).to_have_count(0, timeout=SLOW)
+    drawn(page)
 
     page.keyboard.press("u")
     expect(page.get_by_text("Push: 3 pushed")).to_be_visible(timeout=SLOW)
@@ -215,6 +219,6 @@ def test_keys_pressed_before_the_page_is_drawn_pick_what_the_reviewer_asked(app_
         page.keyboard.press("?")  # a run that sends every checkbox back, before the tiles are all drawn
         expect(page.get_by_role("dialog").get_by_text("push the selection")).to_be_visible(timeout=SLOW)
         page.keyboard.press("Escape")
-        expect(page.locator('[data-stale="true"]')).to_have_count(0, timeout=SLOW)  # the last run is drawn
+        drawn(page)
         expect(page.get_by_text(re.compile(rf"^{selected} selected \("))).to_be_visible(timeout=SLOW)
         expect(page.locator(f"{TILE} input[type=checkbox]:checked")).to_have_count(selected, timeout=SLOW)
