@@ -86,6 +86,7 @@ def _fingerprint(settings: Settings) -> str:
 @st.cache_resource(show_spinner=False)
 def _curator_for(fingerprint: str, _settings: Settings) -> Curator:
     """One Curator per configuration for the whole process: clients and the key cache, never plaintext."""
+    return_large_buffers_to_the_system()  # the pushes of this process give their upload buffers back
     return Curator(_settings)
 
 
@@ -98,7 +99,6 @@ def shared_curator() -> Curator:
 @st.cache_resource(show_spinner=False)
 def push_jobs() -> PushJobs:
     """The process-wide registry of background pushes: a run outlives the tab that started it."""
-    return_large_buffers_to_the_system()  # a push's upload buffers go back to the system, not the heap
     return PushJobs()
 
 
@@ -619,7 +619,6 @@ def start_session_push(
     """Push in a thread of its own. Streamlit stops a script run as soon as the reviewer clicks or presses
     anything, which would cut a push short in the middle and say nothing; the thread goes on, and whichever
     run comes next waits for it and reports it (`finished_session_push`)."""
-    return_large_buffers_to_the_system()  # the upload buffers go back to the system, not the heap
     job = BackgroundPush(lambda progress, _cancel: push(progress), description="Push selected", actor=actor)
     st.session_state[SESSION_PUSH_KEY] = SessionPush(list(items), job.start())
 
