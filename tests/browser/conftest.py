@@ -212,7 +212,8 @@ def start_signed_app(stack, demo, tmp_path) -> Iterator[Callable[..., SignedApp]
 
 def drawn(page, timeout: float = 30_000) -> None:
     """Wait until the page shows the app's last run whole: Streamlit marks what an unfinished run has not
-    drawn again `data-stale`, as a reviewer sees it greyed out."""
+    drawn again `data-stale`, as a reviewer sees it greyed out. After an action the tiles' checkboxes are new
+    elements (their key follows the selection's generation), and the old ones stay, stale, until then."""
     from playwright.sync_api import expect
 
     expect(page.locator('[data-stale="true"]')).to_have_count(0, timeout=timeout)

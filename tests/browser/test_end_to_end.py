@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from percept_core import Curator, Ledger
 from percept_core.ledger import default_actor
-from tests.browser.conftest import show_every_frame
+from tests.browser.conftest import drawn, show_every_frame
 from tests.browser.test_regions_and_keyboard import project_images
 from tests.support.disk_scan import REPO, scan, writable_areas
 
@@ -82,6 +82,7 @@ def test_review_push_with_a_new_tag_then_push_all_untagged(
 
     page.get_by_role("button", name="Push selected").click()
     expect(page.get_by_text("Push: 3 pushed")).to_be_visible()
+    drawn(page)  # the tiles drawn before the push go once the page is drawn again
     for name in chosen:
         expect(page.get_by_label(name, exact=True)).not_to_be_checked()
     page.screenshot(path=artifacts_dir / "1-review.png", full_page=True)
@@ -189,6 +190,7 @@ def test_a_push_goes_on_and_is_reported_when_the_reviewer_acts_meanwhile(app_ser
     page.get_by_text(picked_meanwhile, exact=True).click()
 
     expect(page.get_by_text("Push: 4 pushed")).to_be_visible()
+    drawn(page)
     expect(page.get_by_text(re.compile(r"^1 selected \(1 on this page\)"))).to_be_visible()
     expect(page.get_by_label(picked_meanwhile, exact=True)).to_be_checked()
     for name in chosen:

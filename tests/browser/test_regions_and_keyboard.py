@@ -188,6 +188,7 @@ def test_three_frames_picked_and_pushed_with_key_presses_only(app_server, page, 
 
     page.keyboard.press("u")
     expect(page.get_by_text("Push: 3 pushed")).to_be_visible(timeout=SLOW)
+    drawn(page)
     page.screenshot(path=artifacts_dir / "2-pushed-by-keyboard.png", full_page=True)
     sources = sorted(image.metadata["source_blob"] for image in project_images(stack, project_id))
     assert sources == sorted(chosen)
