@@ -54,14 +54,18 @@ class LocalStack:
         """The Custom Vision emulator's store and counters (for assertions)."""
         return self.customvision.server.config.app.state.emulator
 
-    def new_project(self, name: str = "test project", *, detection: bool = False, tags: tuple[str, ...] = ()):
-        """A fresh Custom Vision project through the real SDK; returns its id."""
+    def trainer(self):
+        """The Custom Vision Training SDK's client on the emulator, with the stack's training key."""
         from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
         from msrest.authentication import ApiKeyCredentials
 
-        trainer = CustomVisionTrainingClient(
+        return CustomVisionTrainingClient(
             self.customvision.url, ApiKeyCredentials(in_headers={"Training-key": self.training_key})
         )
+
+    def new_project(self, name: str = "test project", *, detection: bool = False, tags: tuple[str, ...] = ()):
+        """A fresh Custom Vision project through the real SDK; returns its id."""
+        trainer = self.trainer()
         domain_id = None
         if detection:
             domain_id = next(d.id for d in trainer.get_domains() if d.type == "ObjectDetection")

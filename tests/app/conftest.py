@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import streamlit as st
 from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
-from msrest.authentication import ApiKeyCredentials
 from streamlit.testing.v1 import AppTest
 
 from percept_core import Curator
@@ -65,9 +64,7 @@ class AppHarness:
         return _ui.shared_curator()
 
     def trainer(self) -> CustomVisionTrainingClient:
-        return CustomVisionTrainingClient(
-            self.stack.customvision.url, ApiKeyCredentials(in_headers={"Training-key": self.stack.training_key})
-        )
+        return self.stack.trainer()
 
     def project_images(self) -> list[ProjectImage]:
         """Every image of the project, through the Custom Vision SDK."""

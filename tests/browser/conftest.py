@@ -210,6 +210,16 @@ def start_signed_app(stack, demo, tmp_path) -> Iterator[Callable[..., SignedApp]
         server.stop()
 
 
+def project_images(stack, project_id: str) -> list:
+    """Every image of the project (up to 256 tagged and 256 untagged), as the Custom Vision SDK returns them."""
+    trainer = stack.trainer()
+    return [
+        image
+        for status in ("Tagged", "Untagged")
+        for image in trainer.get_images(project_id, tagging_status=status, take=256)
+    ]
+
+
 def drawn(page, timeout: float = 30_000) -> None:
     """Wait until the page shows the app's last run whole: Streamlit marks what an unfinished run has not
     drawn again `data-stale`, as a reviewer sees it greyed out. After an action the tiles' checkboxes are new

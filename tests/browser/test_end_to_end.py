@@ -11,14 +11,11 @@ import secrets
 import time
 
 import pytest
-from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
-from msrest.authentication import ApiKeyCredentials
 from playwright.sync_api import Page, expect
 
 from percept_core import Curator, Ledger
 from percept_core.ledger import default_actor
-from tests.browser.conftest import drawn, show_every_frame
-from tests.browser.test_regions_and_keyboard import project_images
+from tests.browser.conftest import drawn, project_images, show_every_frame
 from tests.support.disk_scan import REPO, scan, writable_areas
 
 pytestmark = pytest.mark.browser
@@ -34,13 +31,9 @@ def metric(page: Page, label: str) -> str:
     return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
-def images_by_tag(trainer: CustomVisionTrainingClient, project_id: str) -> dict[str, set[str]]:
+def images_by_tag(stack, project_id: str) -> dict[str, set[str]]:
     """source blob -> its tags, for every image of the project."""
-    found: dict[str, set[str]] = {}
-    for status in ("Tagged", "Untagged"):
-        for image in trainer.get_images(project_id, tagging_status=status, take=256):
-            found[image.metadata["source_blob"]] = {t.tag_name for t in image.tags or []}
-    return found
+    return {i.metadata["source_blob"]: {t.tag_name for t in i.tags or []} for i in project_images(stack, project_id)}
 
 
 def test_review_push_with_a_new_tag_then_push_all_untagged(
@@ -48,9 +41,7 @@ def test_review_push_with_a_new_tag_then_push_all_untagged(
 ):
     started = time.time()
     server, project_id, ledger_path = app_server
-    trainer = CustomVisionTrainingClient(
-        stack.customvision.url, ApiKeyCredentials(in_headers={"Training-key": stack.training_key})
-    )
+    trainer = stack.trainer()
     reader = Curator(stack.settings())  # the test's own view of the container, for names and plaintexts
     everything = list(reader.blobs())
     good = [b for b in everything if b.name not in demo.bad.values()]
@@ -87,7 +78,7 @@ def test_review_push_with_a_new_tag_then_push_all_untagged(
         expect(page.get_by_label(name, exact=True)).not_to_be_checked()
     page.screenshot(path=artifacts_dir / "1-review.png", full_page=True)
 
-    assert images_by_tag(trainer, project_id) == {name: {tag} for name in chosen}
+    assert images_by_tag(stack, project_id) == {name: {tag} for name in chosen}
     assert {t.name: t.image_count for t in trainer.get_tags(project_id)}[tag] == 3
 
     # A larger view of one frame.

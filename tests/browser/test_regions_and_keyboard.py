@@ -12,12 +12,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
-from msrest.authentication import ApiKeyCredentials
 from playwright.sync_api import Page, expect
 
 from percept_core import Curator
-from tests.browser.conftest import drawn, show_every_frame
+from tests.browser.conftest import drawn, project_images, show_every_frame
 from tests.support.disk_scan import REPO, scan, writable_areas
 from tests.support.streamlit_server import StreamlitServer
 
@@ -40,21 +38,6 @@ def detection_app_server(stack, demo, tmp_path) -> Iterator[tuple[StreamlitServe
         yield server, project_id
     finally:
         server.stop()
-
-
-def trainer_for(stack) -> CustomVisionTrainingClient:
-    return CustomVisionTrainingClient(
-        stack.customvision.url, ApiKeyCredentials(in_headers={"Training-key": stack.training_key})
-    )
-
-
-def project_images(stack, project_id: str) -> list:
-    trainer = trainer_for(stack)
-    return [
-        image
-        for status in ("Tagged", "Untagged")
-        for image in trainer.get_images(project_id, tagging_status=status, take=256)
-    ]
 
 
 def good_names(stack, demo) -> list[str]:

@@ -7,8 +7,6 @@ import sys
 
 import nbformat
 import pytest
-from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
-from msrest.authentication import ApiKeyCredentials
 
 from devstack.seed import plan_frames
 from percept_core import Curator, Ledger
@@ -23,12 +21,6 @@ SECRET_SETTINGS = {name for attr, spec in _SPECS.items() if spec.secret for name
 
 def secrets_of(stack) -> list[str]:
     return stack.settings().secret_values()
-
-
-def trainer(stack) -> CustomVisionTrainingClient:
-    return CustomVisionTrainingClient(
-        stack.customvision.url, ApiKeyCredentials(in_headers={"Training-key": stack.training_key})
-    )
 
 
 def test_explore_lists_plots_shows_thumbnails_and_finds_bursts(stack, demo, tmp_path):
@@ -68,7 +60,7 @@ def test_curate_tags_pushes_the_rest_untagged_and_trains(stack, demo, tmp_path):
     # the project comes in as a parameter, as papermill passes it against real Azure
     run = execute_notebook(CURATE, env=env, cwd=tmp_path / "work", parameters={"custom_vision_project_id": project_id})
     summary = run.summary
-    client = trainer(stack)
+    client = stack.trainer()
 
     tagged = client.get_tagged_image_count(project_id)
     untagged = client.get_untagged_image_count(project_id)
@@ -118,7 +110,7 @@ def test_curate_explains_when_the_project_cannot_train(stack, demo, tmp_path):
     assert [tag for tag, count in run.summary["tags"].items() if count] == ["person"]  # one tag: too few
     text = run.text()
     assert "Training did not start" in text and "Tag more frames (widen tag_queries)" in text
-    assert trainer(stack).get_iterations(project_id) == []
+    assert stack.trainer().get_iterations(project_id) == []
 
 
 # -- the committed notebooks ------------------------------------------------------------------------
