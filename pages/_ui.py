@@ -317,10 +317,12 @@ class Selection:
     """The reviewer's picks (blob records, metadata only) and why a failed one is still picked.
 
     `generation` counts the changes made other than by a tile's own checkbox (select page, clear, an
-    action's outcome). The tiles' checkboxes are keyed by it, so such a change draws them anew: a browser
-    still drawing the previous run sends its checkboxes' old ticks back with the next click, and for
-    checkboxes of the same key Streamlit would take those for the reviewer's changes (frames picked that
-    were just cleared, or the reverse). Old keys' ticks are their own last values, so they change nothing.
+    action's outcome). The tiles' checkboxes are keyed by it, so such a change draws them anew, and only the
+    checkboxes of the current generation count (`_toggle`). A browser that has not drawn the last run whole
+    sends the earlier checkboxes' ticks back with the next click or key; when that click cuts the run short on
+    the server, Streamlit still knows those checkboxes and calls their on_change for every tick that differs
+    from the value it last held for them (Streamlit issue 10102): frames picked that were just cleared, or
+    the reverse, without the reviewer touching a tile.
     """
 
     def __init__(self) -> None:
@@ -377,9 +379,12 @@ def _pick_key(name: str, generation: int) -> str:
     return f"pick:{generation}:{name}"
 
 
-def _toggle(item: RetrainingBlob | Burst, key: str) -> None:
-    """A tile's checkbox: a burst's tile picks (or drops) every frame of the burst."""
+def _toggle(item: RetrainingBlob | Burst, key: str, generation: int) -> None:
+    """A tile's checkbox: a burst's tile picks (or drops) every frame of the burst. The checkbox of an earlier
+    generation changes nothing: its tick is one the browser sent before it drew the tile anew."""
     picked = selection()
+    if generation != picked.generation:
+        return
     members = item.members if isinstance(item, Burst) else (item,)
     if st.session_state.get(key):
         picked.pick(members)
@@ -473,7 +478,7 @@ def _tile(
             st.warning(picked.reasons[member.name], icon=":material/report:")
     key = _pick_key(blob.name, picked.generation)
     st.session_state[key] = blob.name in picked
-    st.checkbox(blob.name, key=key, on_change=_toggle, args=(item, key))
+    st.checkbox(blob.name, key=key, on_change=_toggle, args=(item, key, picked.generation))
     st.button(
         "Larger view",
         key=f"open:{blob.name}",
