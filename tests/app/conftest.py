@@ -164,18 +164,24 @@ def tile(at: AppTest, name: str):
     return at.get_by_key(f"tile:{name}")
 
 
+def tile_checkboxes(at: AppTest) -> list:
+    """The tiles' checkboxes, in order: each labelled with its blob name, keyed `pick:` (and the selection's
+    generation, which changes when the selection is changed other than by a tile)."""
+    return [c for c in at.checkbox if c.key and c.key.startswith("pick:")]
+
+
 def tile_names(at: AppTest) -> list[str]:
-    """The blob names of the tiles shown, in order (each tile's checkbox is labelled with its name)."""
-    return [c.label for c in at.checkbox if c.key and c.key.startswith("pick:")]
+    """The blob names of the tiles shown, in order."""
+    return [c.label for c in tile_checkboxes(at)]
 
 
 def ticked(at: AppTest) -> set[str]:
-    return {c.label for c in at.checkbox if c.key and c.key.startswith("pick:") and c.value}
+    return {c.label for c in tile_checkboxes(at) if c.value}
 
 
 def tile_checkbox(at: AppTest, name: str):
-    """The checkbox of the tile of `name` (its key changes when the selection is changed other than by it)."""
-    [checkbox] = [c for c in at.checkbox if c.key and c.key.startswith("pick:") and c.label == name]
+    """The checkbox of the tile of `name`."""
+    [checkbox] = [c for c in tile_checkboxes(at) if c.label == name]
     return checkbox
 
 
