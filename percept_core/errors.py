@@ -75,3 +75,22 @@ class NotAnImageError(BlobError):
     """The decrypted bytes are not an image Custom Vision accepts (or not an image at all)."""
 
     reason = "not an image"
+
+
+class InvalidMetadataError(BlobError):
+    """The blob's metadata names a model or version that is not a valid name: no key is asked for it."""
+
+    reason = "invalid metadata"
+
+
+class BlobTooLargeError(BlobError):
+    """The blob is larger than `percept_max_blob_bytes`: it is refused before it is downloaded."""
+
+    reason = "too large"
+
+
+class StaleBlobError(BlobError):
+    """The blob changed or went away after it was listed (HTTP 412 or 404): the listing is stale, the blob is
+    not at fault. Refresh the listing; the blob's new version is reviewed afresh."""
+
+    reason = "changed since listed"

@@ -20,19 +20,32 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import requests
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .errors import AuthenticationError, CuratorError, IntegrityError, ServiceError, UnknownModelVersionError
+from .errors import (
+    AuthenticationError,
+    CuratorError,
+    IntegrityError,
+    InvalidMetadataError,
+    ServiceError,
+    UnknownModelVersionError,
+)
+from .names import shown, validate_model
 
 SALT = b"Microsoft Santa Cruz Secure AI Lifecycle"
 ROUNDS = 100_000
 TAG_SIZE = 32
 HEADER_SIZE = TAG_SIZE + 8 + 16  # tag, length, IV
 _LENGTH = struct.Struct("<Q")
+# What a key from `/api/v1/keys` may look like: an opaque printable ASCII string of plausible length.
+MIN_KEY_BYTES = 8
+MAX_KEY_BYTES = 1024
+KEY_CONTENT_TYPE = "text/plain"
 
 
 @dataclass(frozen=True)
@@ -209,32 +222,59 @@ class KeyServiceClient:
         self._token = token
 
     def get_key(self, model_name: str, model_version: str) -> bytes:
-        """The key text of a model version, as raw bytes (sczpy uses it verbatim)."""
-        path = f"/api/v1/keys/{_segment(model_name)}/{_segment(model_version)}"
-        response = self._request("GET", path, not_found=(model_name, model_version))
-        if not response.content:
-            raise ServiceError(f"The MM server returned an empty key for {model_name} version {model_version}.")
-        return response.content
+        """The key text of a model version, as raw bytes (sczpy uses it verbatim); only a plausible key is returned."""
+        path = self._model_path("keys", model_name, model_version)
+        # Streamed, so that a wrong endpoint's large answer is never read whole.
+        with self._request("GET", path, not_found=(model_name, model_version), stream=True) as response:
+            problem = _key_response_problem(response)
+            body = b""
+            if problem is None:
+                body = _read_at_most(response, MAX_KEY_BYTES + 1)
+                problem = _key_body_problem(body)
+        if problem is not None:
+            # The body is never shown: it could be a key, a token or a secret of whatever answered.
+            raise ServiceError(
+                f"The MM server's answer to GET {path} is not a key for model {model_name!r} version "
+                f"{model_version!r}: {problem}.",
+                hint="Check mm_server_url: it must point at the Model Management server itself, not a proxy's or "
+                "a login page's answer.",
+                status=response.status_code,
+            )
+        return body
 
     def register_model(self, model_name: str, model_version: str) -> str:
-        path = f"/api/v1/registry/{_segment(model_name)}/{_segment(model_version)}"
-        return self._request("POST", path).text
+        return self._request("POST", self._model_path("registry", model_name, model_version)).text
 
     def upload_data(
         self, model_name: str, model_version: str, filename: str, data: bytes, attributes: dict[str, Any]
     ) -> str:
         """Upload an encrypted frame as a device does: form fields, then the `file` part."""
-        path = f"/api/v1/data/{_segment(model_name)}/{_segment(model_version)}"
+        path = self._model_path("data", model_name, model_version)
         fields = {k: str(v) for k, v in attributes.items()}
         return self._request("POST", path, data=fields, files={"file": (filename, data)}).text
 
     def upload_model(self, model_name: str, model_version: str, filename: str, data: bytes) -> str:
-        path = f"/api/v1/models/{_segment(model_name)}/{_segment(model_version)}"
+        path = self._model_path("models", model_name, model_version)
         return self._request("POST", path, files={"file": (filename, data)}).text
 
     def download_model(self, model_name: str, model_version: str) -> bytes:
-        path = f"/api/v1/models/{_segment(model_name)}/{_segment(model_version)}"
+        path = self._model_path("models", model_name, model_version)
         return self._request("GET", path, not_found=(model_name, model_version)).content
+
+    def _model_path(self, resource: str, model_name: str, model_version: str) -> str:
+        """`/api/v1/{resource}/{model}/{version}` for valid names only, proven to reach the server as built."""
+        segments = ["api", "v1", resource, *validate_model(model_name, model_version)]
+        path = "/" + "/".join(quote(segment, safe="") for segment in segments)
+        # Validation already rules out dot segments and separators; this proves it for the URL actually sent,
+        # after requests/urllib3 normalise it, so no later change to the rule can reopen the hole.
+        base = urlsplit(requests.Request("GET", self.endpoint + "/").prepare().url or "").path.rstrip("/")
+        sent = urlsplit(requests.Request("GET", self.endpoint + path).prepare().url or "")
+        if sent.path != base + path or sent.path.split("/")[-len(segments) :] != segments or sent.query:
+            raise InvalidMetadataError(
+                f"Model {shown(model_name)} version {shown(model_version)} would not reach {path} as built.",
+                hint="Reject the blob; its metadata was not written by a Percept device.",
+            )
+        return path
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -339,11 +379,14 @@ class KeyServiceClient:
                 ) from None
             if response.status_code == 401 and authenticated and attempt == 0:
                 # The bearer token expired: log in again, once.
+                response.close()
                 with self._login_lock:
                     if self._token == token:
                         self._token = None
                 continue
             break
+        if not 200 <= response.status_code < 300:
+            response.close()  # a streamed error answer is not read: give the connection back
         if response.status_code == 404 and not_found is not None:
             model_name, model_version = not_found
             raise UnknownModelVersionError(
@@ -365,10 +408,37 @@ class KeyServiceClient:
         return response
 
 
-def _segment(value: str) -> str:
-    from urllib.parse import quote
+def _key_response_problem(response: requests.Response) -> str | None:
+    """Why the status or content type of an answer from `/api/v1/keys` says it is not a key, or None."""
+    if response.status_code != 200:
+        return f"status {response.status_code}, not 200"
+    content_type = response.headers.get("Content-Type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    # Only text/plain, as the MM server answers: application/octet-stream is what /api/v1/models answers
+    # (an encrypted model), exactly the kind of other endpoint whose bytes must never become a key.
+    if media_type != KEY_CONTENT_TYPE:
+        return f"content type {shown(content_type) if content_type else 'missing'}, not {KEY_CONTENT_TYPE}"
+    return None
 
-    return quote(str(value), safe="")
+
+def _key_body_problem(body: bytes) -> str | None:
+    """Why a key body is not a plausible key (its length, its bytes), or None; never quotes the body."""
+    if len(body) > MAX_KEY_BYTES:
+        return f"more than {MAX_KEY_BYTES} bytes"
+    if len(body) < MIN_KEY_BYTES:
+        return f"{len(body)} bytes, fewer than {MIN_KEY_BYTES}"
+    if not all(0x20 <= byte <= 0x7E for byte in body):
+        return "it contains bytes that are not printable ASCII"
+    return None
+
+
+def _read_at_most(response: requests.Response, limit: int) -> bytes:
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=limit):
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
 
 
 # -- the key cache ---------------------------------------------------------------------------------
@@ -391,8 +461,11 @@ class Locker:
         self.fetches = 0  # how many keys were fetched and derived (tests and benchmarks read it)
         self.decryptions = 0  # how many blobs were decrypted (the app's caching is checked with it)
 
-    def key_for(self, model_name: str, model_version: str) -> DerivedKey:
-        ident = (model_name, model_version)
+    def key_for(self, model_name: str, model_version: str, *, blob_name: str | None = None) -> DerivedKey:
+        """The derived key of a model version; InvalidMetadataError, before any request, for an invalid name."""
+        # Validated before the cache and the request: every caller (app, pipeline, CLI, Function, notebooks)
+        # gets here, and metadata must not pick the endpoint that supplies a key.
+        ident = validate_model(model_name, model_version, blob_name=blob_name)
         cached = self._keys.get(ident)
         if cached is not None:
             return cached
@@ -406,7 +479,7 @@ class Locker:
             if failed is not None and failed[0] > time.monotonic():
                 raise failed[1]
             try:
-                key_text = self.client.get_key(model_name, model_version)
+                key_text = self.client.get_key(*ident)
             except CuratorError as exc:
                 self._failures[ident] = (time.monotonic() + self.failure_ttl, exc)
                 raise
@@ -417,7 +490,7 @@ class Locker:
         return cached
 
     def decrypt(self, ciphertext: bytes, model_name: str, model_version: str, *, blob_name: str | None = None) -> bytes:
-        key = self.key_for(model_name, model_version)
+        key = self.key_for(model_name, model_version, blob_name=blob_name)
         with self._guard:
             self.decryptions += 1
         return decrypt_bytes(ciphertext, key, blob_name=blob_name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import struct
 import threading
@@ -20,6 +21,7 @@ from devstack.mm_server import MMEmulatorConfig, create_app
 from devstack.servers import serve_in_thread
 from percept_core import (
     AuthenticationError,
+    BlobError,
     CuratorError,
     IntegrityError,
     KeyServiceClient,
@@ -30,6 +32,7 @@ from percept_core import (
     derive_key,
     encrypt_bytes,
 )
+from percept_core.errors import InvalidMetadataError
 
 SIZES = [0, 1, 15, 16, 17, 65_535, 65_536, 65_537]
 MARKER = b"PLAINTEXT-MARKER"
@@ -344,3 +347,119 @@ def test_no_message_or_repr_reveals_the_secret_or_a_key(mm, client, model):
     for text in texts:
         for secret in forbidden:
             assert secret not in text
+
+
+# -- names from metadata, and what a key looks like ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_name", "model_version"),
+    [("..", "bootstrap"), (".", "x"), ("a/../..", "1"), ("%2e%2e", "bootstrap"), ("p\u0435ople", "1"), ("m", "")],
+)
+def test_invalid_names_are_refused_before_the_cache_and_any_request(mm, client, model, model_name, model_version):
+    locker = Locker(client)
+    locker.key_for(model, "1")  # a cached key and a live token: nothing else stands in the way of a request
+    before = request_counts(mm)
+    with pytest.raises(InvalidMetadataError) as caught:
+        locker.decrypt(b"\0" * 80, model_name, model_version, blob_name="forged.jpg.dec")
+    assert caught.value.reason == "invalid metadata" and caught.value.blob_name == "forged.jpg.dec"
+    assert caught.value.message.startswith("Blob 'forged.jpg.dec' has an invalid model_")
+    with pytest.raises(InvalidMetadataError, match="is not a valid model name or version"):
+        client.get_key(model_name, model_version)
+    after = request_counts(mm)
+    assert after.get("GET keys") == before.get("GET keys") and after.get("GET bootstrap") == before.get("GET bootstrap")
+    assert locker.fetches == 1 and locker.decryptions == 0
+
+
+def test_key_urls_are_exactly_the_expected_segments(client):
+    assert client._model_path("keys", "people-counter", "v2.1") == "/api/v1/keys/people-counter/v2.1"
+    for name in ("..", ".", "a/b", "a%2fb"):
+        with pytest.raises(InvalidMetadataError):
+            client._model_path("keys", name, "1")
+
+
+IMPOSTOR_KEY = "impostor-" + secrets.token_urlsafe(24)  # what a message must never show
+# model name -> (status, content type or None, body) that the impostor answers for /api/v1/keys/{model}/1
+ANSWERS: dict[str, tuple[int, str | None, bytes]] = {
+    "status-203": (203, "text/plain", IMPOSTOR_KEY.encode()),
+    "html": (200, "text/html", f"<html><body>Sign in {IMPOSTOR_KEY}</body></html>".encode()),
+    "json": (200, "application/json", json.dumps({"kv": "vault", "key": IMPOSTOR_KEY}).encode()),
+    "octet-stream": (200, "application/octet-stream", IMPOSTOR_KEY.encode()),
+    "no-content-type": (200, None, IMPOSTOR_KEY.encode()),
+    "too-long": (200, "text/plain", (IMPOSTOR_KEY * 100)[:1025].encode()),
+    "huge": (200, "text/plain", IMPOSTOR_KEY.encode() * 100_000),
+    "too-short": (200, "text/plain", b"k3y"),
+    "empty": (200, "text/plain", b""),
+    "nul": (200, "text/plain", IMPOSTOR_KEY.encode() + b"\0"),
+    "newline": (200, "text/plain", IMPOSTOR_KEY.encode() + b"\n"),
+    "non-ascii": (200, "text/plain; charset=utf-8", IMPOSTOR_KEY.encode() + "\u00e9".encode()),
+    # accepted:
+    "plain": (200, "text/plain", IMPOSTOR_KEY.encode()),
+    "charset": (200, "Text/Plain; charset=us-ascii", IMPOSTOR_KEY.encode()),
+    "shortest": (200, "text/plain", b"12345678"),
+    "longest": (200, "text/plain", b"k" * 1024),
+}
+
+
+@pytest.fixture(scope="module")
+def impostor():
+    """An MM look-alike on 127.0.0.1 that answers /api/v1/keys as ANSWERS says (the emulator cannot)."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    app = FastAPI()
+
+    @app.post("/api/v1/login")
+    def login() -> JSONResponse:
+        return JSONResponse({"access_token": "token"})
+
+    @app.get("/api/v1/keys/{model}/{version}")
+    def key(model: str, version: str) -> Response:
+        status, content_type, body = ANSWERS[model]
+        headers = {"content-type": content_type} if content_type else {}
+        response = Response(body, status_code=status, headers=headers)
+        if content_type is None:
+            del response.headers["content-type"]
+        return response
+
+    handle = serve_in_thread(app)
+    client = KeyServiceClient(handle.url, bootstrap_secret="unused")
+    yield client
+    client.close()
+    handle.stop()
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("status-203", "status 203, not 200"),
+        ("html", "content type 'text/html', not text/plain"),
+        ("json", "content type 'application/json', not text/plain"),
+        ("octet-stream", "content type 'application/octet-stream', not text/plain"),
+        ("no-content-type", "content type missing"),
+        ("too-long", "more than 1024 bytes"),
+        ("huge", "more than 1024 bytes"),
+        ("too-short", "3 bytes, fewer than 8"),
+        ("empty", "0 bytes, fewer than 8"),
+        ("nul", "it contains bytes that are not printable ASCII"),
+        ("newline", "it contains bytes that are not printable ASCII"),
+        ("non-ascii", "it contains bytes that are not printable ASCII"),
+    ],
+)
+def test_an_answer_that_is_not_a_key_never_becomes_one(impostor, case, why):
+    locker = Locker(impostor)
+    with pytest.raises(ServiceError) as caught:
+        locker.key_for(case, "1")
+    error = caught.value
+    assert not isinstance(error, BlobError)  # the server's fault, not the blob's
+    assert f"is not a key for model {case!r} version '1': {why}" in error.message, error.message
+    assert "mm_server_url" in error.hint
+    for text in (str(error), repr(error), *map(str, error.args)):
+        assert IMPOSTOR_KEY not in text and "Sign in" not in text
+    assert locker.fetches == 0
+
+
+@pytest.mark.parametrize("case", ["plain", "charset", "shortest", "longest"])
+def test_a_plausible_key_is_used_verbatim(impostor, case):
+    assert impostor.get_key(case, "1") == ANSWERS[case][2]
+    assert Locker(impostor).key_for(case, "1") == derive_key(ANSWERS[case][2])
