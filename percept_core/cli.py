@@ -9,16 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from .blobs import BlobFilter
 from .config import ConfigError
-from .errors import CuratorError
+from .errors import BlobError, CuratorError
 from .memory import return_large_buffers_to_the_system
+from .state import state_of_record
 
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG = 0, 1, 2
 
@@ -56,25 +58,35 @@ def _filter(args: argparse.Namespace) -> BlobFilter:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # `--json` before or after the command: SUPPRESS as default, so a subcommand's parser that did not see it
+    # does not overwrite what the main parser saw.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     parser = argparse.ArgumentParser(
         prog="percept-curator",
         description="Review, tag and push encrypted Azure Percept retraining data to Custom Vision.",
+        parents=[common],
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--actor", help="who to record in the ledger (default: the OS user)")
     parser.add_argument("--env-file", default=".env", help="a .env file to read settings from (default .env)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    listing = sub.add_parser("list", help="list retraining blobs with their metadata and review state")
+    listing = sub.add_parser(
+        "list", parents=[common], help="list retraining blobs with their metadata and review state"
+    )
     _add_filters(listing)
     listing.add_argument("--limit", type=int, default=None, help="at most this many rows")
 
-    decrypt = sub.add_parser("decrypt", help="decrypt one blob to a file (the only command that writes plaintext)")
+    decrypt = sub.add_parser(
+        "decrypt", parents=[common], help="decrypt one blob to a file (the only command that writes plaintext)"
+    )
     decrypt.add_argument("blob")
-    decrypt.add_argument("--out", required=True, type=Path, help="the file to write (created with mode 0600)")
-    decrypt.add_argument("--force", action="store_true", help="overwrite an existing file")
+    decrypt.add_argument(
+        "--out", required=True, type=Path, help="the file to create, private to you (mode 0600); never followed"
+    )
+    decrypt.add_argument("--force", action="store_true", help="replace an existing file (a new file, not written into)")
 
-    push = sub.add_parser("push", help="push named blobs, tagged")
+    push = sub.add_parser("push", parents=[common], help="push named blobs, tagged")
     push.add_argument("blobs", nargs="+", metavar="BLOB")
     push.add_argument("--tag", action="append", default=[], help="tag name (repeatable); none: untagged")
     push.add_argument(
@@ -84,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="image: each image carries its blob's provenance (one call each); batch: 64 per call",
     )
 
-    untagged = sub.add_parser("push-untagged", help="push every blob not yet in the project, untagged")
+    untagged = sub.add_parser(
+        "push-untagged", parents=[common], help="push every blob not yet in the project, untagged"
+    )
     _add_filters(untagged)
     untagged.add_argument("--dry-run", action="store_true", help="count what would be pushed, push nothing")
     untagged.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -95,15 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="image: each image carries its blob's provenance (one call each); batch: 64 per call",
     )
 
-    reject = sub.add_parser("reject", help="reject blobs: push-untagged leaves them out (reversible)")
+    reject = sub.add_parser("reject", parents=[common], help="reject blobs: push-untagged leaves them out (reversible)")
     reject.add_argument("blobs", nargs="+", metavar="BLOB")
     reject.add_argument("--reason", default="rejected by reviewer")
-    restore = sub.add_parser("restore", help="undo a rejection")
+    restore = sub.add_parser("restore", parents=[common], help="undo a rejection")
     restore.add_argument("blobs", nargs="+", metavar="BLOB")
 
-    sub.add_parser("status", help="the ledger's summary and the project's image counts")
+    sub.add_parser("status", parents=[common], help="the ledger's summary and the project's image counts")
 
-    train = sub.add_parser("train", help="start training the project")
+    train = sub.add_parser("train", parents=[common], help="start training the project")
     train.add_argument("--wait", action="store_true", help="wait until the iteration finishes")
     return parser
 
@@ -122,7 +136,7 @@ class _Output:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = _Output(args.json)
+    out = _Output(getattr(args, "json", False))
     try:
         from .curator import Curator
 
@@ -176,7 +190,7 @@ def _list(curator, args, out: _Output) -> int:
                 "confidence": blob.confidence,
                 "captured_at": blob.captured_at.isoformat() if blob.captured_at else None,
                 "size": blob.size,
-                "state": record.state if record else "new",
+                "state": state_of_record(record).value,
                 "problems": list(blob.problems),
             }
         )
@@ -194,18 +208,64 @@ def _list(curator, args, out: _Output) -> int:
 
 def _decrypt(curator, args, out: _Output) -> int:
     target: Path = args.out
-    if target.exists() and not args.force:
-        raise ConfigError(f"{target} exists; pass --force to overwrite it.")
+    # lexists: a symlink planted at the path counts as a file there, even one pointing nowhere.
+    if os.path.lexists(target) and not args.force:
+        raise ConfigError(f"{target} exists; pass --force to replace it.")
     plaintext = curator.decrypt(curator.blob(args.blob))
-    # The user asked for a file: create it private to them.
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(plaintext)
+    try:
+        if args.force:
+            _replace_private(target, plaintext)
+        else:
+            _create_private(target, plaintext)
+    except FileExistsError:
+        raise ConfigError(f"{target} exists; pass --force to replace it.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot write {target}: {exc.strerror or exc}.") from None
     out.emit(
         {"blob": args.blob, "out": str(target), "bytes": len(plaintext)},
         f"decrypted {args.blob} to {target} ({len(plaintext):,} bytes)",
     )
     return EXIT_OK
+
+
+# O_EXCL never opens what is already there (a file, a symlink, a FIFO); O_NOFOLLOW says so again.
+_PRIVATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create_private(path: Path, data: bytes) -> None:
+    """Write `data` to a new file only the user can read (0600 whatever the umask); nothing existing is opened."""
+    fd = os.open(path, _PRIVATE_FLAGS, 0o600)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # the umask can only take bits away: make it exactly 0600
+        with os.fdopen(fd, "wb") as handle:
+            fd = -1
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _replace_private(path: Path, data: bytes) -> None:
+    """Replace whatever is at `path` with a new private file, atomically: a symlink there is replaced, not
+    followed, and another hard link of an old file keeps its content."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    _create_private(temporary, data)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # the rename itself survives a crash once the folder is synced
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def _progress_bar(out: _Output, total: int | None, description: str):
@@ -291,17 +351,40 @@ def _push_untagged(curator, args, out: _Output) -> int:
 
 
 def _reject(curator, args, out: _Output) -> int:
-    blobs = [curator.blob(name) for name in args.blobs]
-    curator.reject(blobs, reason=args.reason)
-    out.emit({"rejected": args.blobs}, f"rejected {len(blobs)} blob(s): push-untagged leaves them out")
-    return EXIT_OK
+    from . import review
+
+    return _decide(curator, args, out, "rejected", lambda blobs: review.reject(curator, blobs, reason=args.reason))
 
 
 def _restore(curator, args, out: _Output) -> int:
-    blobs = [curator.blob(name) for name in args.blobs]
-    curator.restore(blobs)
-    out.emit({"restored": args.blobs}, f"restored {len(blobs)} blob(s)")
-    return EXIT_OK
+    from . import review
+
+    return _decide(curator, args, out, "restored", lambda blobs: review.restore(curator, blobs))
+
+
+def _decide(curator, args, out: _Output, done: str, decide: Callable[[list[Any]], list[Any]]) -> int:
+    """Reject or restore by name with the app's rules (percept_core.review); each item refused is listed with why."""
+    from .review import ReviewOutcome, outcome_counts
+
+    blobs, outcomes = [], []
+    for name in dict.fromkeys(args.blobs):
+        try:
+            blobs.append(curator.blob(name))
+        except BlobError as exc:  # this name, not the whole command
+            outcomes.append(ReviewOutcome(name, "", "skipped", exc.message))
+    outcomes += decide(blobs) if blobs else []
+    ok = [o.name for o in outcomes if o.ok]
+    refused = [o for o in outcomes if not o.ok]
+    counts = outcome_counts(outcomes)
+    lines = [f"{done} {len(ok)} blob(s)" + (": push-untagged leaves them out" if done == "rejected" and ok else "")]
+    lines += [f"  {o.outcome}: {o.name}: {o.reason}" for o in refused]
+    document = {
+        done: ok,
+        "counts": counts,
+        "outcomes": [{"blob": o.name, "outcome": o.outcome, "reason": o.reason} for o in outcomes],
+    }
+    out.emit(document, "\n".join(lines))
+    return EXIT_FAILURES if refused else EXIT_OK
 
 
 def _status(curator, args, out: _Output) -> int:

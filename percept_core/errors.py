@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class CuratorError(Exception):
     """Base of every error percept_core raises on purpose.
@@ -19,6 +21,22 @@ class CuratorError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class ActionRefused(CuratorError):
+    """An action was asked for blobs whose review state does not allow it (`percept_core.state` says which);
+    `refused` maps each blob name to why. Nothing was changed."""
+
+    reason = "refused"
+
+    def __init__(self, action: str, refused: Mapping[str, str]) -> None:
+        self.action = action
+        self.refused = dict(refused)
+        listed = "; ".join(f"{name}: {why}" for name, why in self.refused.items())
+        super().__init__(
+            f"Cannot {action.replace('_', ' ')} {len(self.refused)} blob(s): {listed}.",
+            hint="Nothing was changed; leave those out (percept_core.review decides item by item).",
+        )
 
 
 class ConfigError(CuratorError):

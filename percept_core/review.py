@@ -20,14 +20,26 @@ from .boxes import Box, save_boxes, to_regions
 from .bursts import Burst
 from .customvision import Region
 from .errors import CuratorError
-from .ledger import BlobKey, Review
+from .ledger import BlobKey
 from .pipeline import PushProgress, PushReport
+from .state import Action, BlobState, refusal, state_of_record
 
 if TYPE_CHECKING:
     from .curator import Curator
 
-# Review states a gallery can filter on, as `Curator.state_of` names them.
-STATES = ("new", "pushed", "failed", "rejected", "cannot decrypt", "near_duplicate", "pushing")
+# Review states a gallery can filter on, as `Curator.state_of` names them, in the order a gallery lists them.
+STATES = tuple(
+    s.label
+    for s in (
+        BlobState.NEW,
+        BlobState.PUSHED,
+        BlobState.FAILED,
+        BlobState.REJECTED,
+        BlobState.UNDECRYPTABLE,
+        BlobState.NEAR_DUPLICATE,
+        BlobState.PUSHING,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -123,19 +135,15 @@ def reject(
     progress: Callable[[int, int], None] | None = None,
     chunk_size: int = 100,
 ) -> list[ReviewOutcome]:
-    """Reject blobs in the ledger (as the curator's actor); an image already in the project is skipped."""
+    """Reject blobs in the ledger (as the curator's actor); one the rules refuse (see state.py) is skipped with why."""
     records = curator.records(list(blobs))
     outcomes: list[ReviewOutcome] = []
     todo: list[RetrainingBlob] = []
     for blob in blobs:
-        record = records.get(blob.key)
-        if record is not None and record.push_state == "pushed":
-            outcomes.append(
-                ReviewOutcome(
-                    blob.name, blob.etag, "skipped", "already in the Custom Vision project: delete it there first"
-                )
-            )
-        elif record is not None and record.review == Review.REJECTED:
+        state = state_of_record(records.get(blob.key))
+        if (why := refusal(Action.REJECT, state)) is not None:
+            outcomes.append(ReviewOutcome(blob.name, blob.etag, "skipped", why))
+        elif state is BlobState.REJECTED:
             outcomes.append(ReviewOutcome(blob.name, blob.etag, "rejected", "was already rejected"))
         else:
             todo.append(blob)
@@ -157,9 +165,8 @@ def restore(
     outcomes: list[ReviewOutcome] = []
     todo: list[RetrainingBlob] = []
     for blob in blobs:
-        record = records.get(blob.key)
-        if record is None or record.review == Review.NEW:
-            outcomes.append(ReviewOutcome(blob.name, blob.etag, "skipped", "not rejected: nothing to restore"))
+        if (why := refusal(Action.RESTORE, state_of_record(records.get(blob.key)))) is not None:
+            outcomes.append(ReviewOutcome(blob.name, blob.etag, "skipped", why))
         else:
             todo.append(blob)
     _in_chunks(todo, chunk_size, len(blobs), len(outcomes), progress, curator.restore)
@@ -239,7 +246,7 @@ def push_reviewed(
 
     def in_project(blob: RetrainingBlob) -> bool:
         record = records.get(blob.key)
-        return record is not None and record.push_state == "pushed" and bool(record.image_id)
+        return state_of_record(record) is BlobState.PUSHED and bool(record and record.image_id)
 
     result = ReviewPush(PushReport())
     to_push: list[RetrainingBlob] = []
@@ -285,18 +292,17 @@ def _mark_near_duplicates(
     outcomes: list[ReviewOutcome] = []
     for representative in representatives:
         members = by_representative[representative.key]
-        record = now.get(representative.key)
-        if record is None or record.push_state != "pushed":
+        if state_of_record(now.get(representative.key)) is not BlobState.PUSHED:
             reason = f"{representative.name}, which stands for its burst, is not in the project"
             outcomes += [ReviewOutcome(o.name, o.etag, "skipped", reason) for o in members]
             continue
         marked = []
         for other in members:
-            state = curator.state_of(other, now.get(other.key))
-            if state in ("new", "failed"):
+            why = refusal(Action.MARK_NEAR_DUPLICATE, curator.state_of(other, now.get(other.key)))
+            if why is None:
                 marked.append(other)
             else:
-                outcomes.append(ReviewOutcome(other.name, other.etag, "unchanged", f"already {state}"))
+                outcomes.append(ReviewOutcome(other.name, other.etag, "unchanged", why))
         if marked:
             curator.ledger.mark_near_duplicates([o.key for o in marked], of=representative.key, actor=curator.actor)
         reason = f"near-duplicate of {representative.name}"

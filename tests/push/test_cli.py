@@ -26,11 +26,18 @@ def run_cli(stack, tmp_path):
     workdir = tmp_path / "cwd"
     workdir.mkdir()
 
-    def run(*args: str, check_secrets: bool = True, **settings: str) -> subprocess.CompletedProcess:
+    def run(*args: str, check_secrets: bool = True, umask: int = -1, **settings: str) -> subprocess.CompletedProcess:
         settings.setdefault("percept_ledger_path", str(tmp_path / "ledger.sqlite"))
         env = stack.environment(**settings)
         result = subprocess.run(
-            [*CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+            [*CLI, *args],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+            umask=umask,
         )
         if check_secrets:
             for secret in (stack.training_key, stack.mm_config.bootstrap_secret):
@@ -175,6 +182,146 @@ def test_a_push_killed_mid_way_and_restarted_leaves_no_duplicate_and_no_loss(sta
     assert len(images) == 60
     assert len({i.sha256 for i in images}) == 60 and len({i.metadata["source_blob"] for i in images}) == 60
     assert _pushed(ledger) == 60
+
+
+# -- one set of rules: the CLI refuses what the app refuses, item by item ------------------------------------
+
+
+def _states(run_cli, settings: dict[str, str]) -> dict[str, str]:
+    """Blob name -> state, as `percept-curator list` shows it (from the ledger)."""
+    listed = run_cli("list", "--json", **settings)
+    assert listed.returncode == 0, listed.stderr
+    return {row["name"]: row["state"] for row in json.loads(listed.stdout)}
+
+
+def test_reject_refuses_an_image_already_in_the_project_and_says_why(stack, project_id, run_cli, container_name):
+    names = upload_frames(stack, container_name, [jpeg(i) for i in range(600, 603)])
+    settings = {"custom_vision_project_id": project_id, "mm_telemetry_storage_container": container_name}
+    assert run_cli("push", names[0], **settings).returncode == 0
+
+    result = run_cli("reject", names[0], names[1], "--reason", "blurred", **settings)
+    assert result.returncode == 1, result.stderr  # some item failed
+    assert result.stdout.splitlines()[0] == "rejected 1 blob(s): push-untagged leaves them out"
+    assert f"skipped: {names[0]}: already in the Custom Vision project: it cannot be rejected" in result.stdout
+    assert _states(run_cli, settings) == {names[0]: "pushed", names[1]: "rejected", names[2]: "new"}
+
+    document = json.loads(run_cli("--json", "reject", names[0], **settings).stdout)
+    assert document["rejected"] == [] and document["counts"] == {"skipped": 1}
+    assert document["outcomes"][0]["blob"] == names[0] and "cannot be rejected" in document["outcomes"][0]["reason"]
+    # rejecting again what is rejected is no failure: the decision stands
+    assert run_cli("reject", names[1], **settings).returncode == 0
+
+
+def test_restore_refuses_what_has_nothing_to_restore_and_names_an_unknown_blob(
+    stack, project_id, run_cli, container_name
+):
+    names = upload_frames(stack, container_name, [jpeg(i) for i in range(610, 612)])
+    settings = {"custom_vision_project_id": project_id, "mm_telemetry_storage_container": container_name}
+    assert run_cli("reject", names[0], **settings).returncode == 0
+
+    result = run_cli("restore", names[0], names[1], "no-such-blob.jpg.dec", **settings)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "restored 1 blob(s)"
+    assert f"  skipped: {names[1]}: not rejected: nothing to restore" in lines
+    assert any(line.startswith("  skipped: no-such-blob.jpg.dec: No blob named") for line in lines)
+    assert _states(run_cli, settings) == {names[0]: "new", names[1]: "new"}
+    assert run_cli("restore", names[0], **settings).returncode == 1  # restored already: nothing to do again
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("status",), ("list", "--limit", "3"), ("push-untagged", "--dry-run"), ("reject", "{blob}")],
+    ids=lambda c: c[0],
+)
+def test_json_works_before_and_after_the_command(command, stack, project_id, run_cli, container_name):
+    names = upload_frames(stack, container_name, [jpeg(i) for i in range(620, 623)])
+    settings = {"custom_vision_project_id": project_id, "mm_telemetry_storage_container": container_name}
+    args = [a.format(blob=names[0]) for a in command]
+    before = run_cli("--json", *args, **settings)
+    after = run_cli(*args, "--json", **settings)
+    assert before.returncode == 0 and after.returncode == 0, before.stderr + after.stderr
+    first, second = json.loads(before.stdout), json.loads(after.stdout)
+    assert type(first) is type(second) and first and second
+    assert (first.keys() if isinstance(first, dict) else first[0].keys()) == (
+        second.keys() if isinstance(second, dict) else second[0].keys()
+    )
+
+
+def test_push_untagged_with_json_after_the_command_pushes_and_reports_in_json(
+    stack, project_id, run_cli, container_name
+):
+    upload_frames(stack, container_name, [jpeg(i) for i in range(630, 633)])
+    settings = {"custom_vision_project_id": project_id, "mm_telemetry_storage_container": container_name}
+    result = run_cli("push-untagged", "--yes", "--json", **settings)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"] == {"pushed": 3}
+    assert len(stack.emulator.images(project_id)) == 3
+    plain = run_cli("push-untagged", "--yes", **settings)
+    assert plain.returncode == 0 and plain.stdout.startswith("push-untagged: ")  # no --json: text
+
+
+# -- decrypt --out: a new private file, never through a link ---------------------------------------------------
+
+
+@pytest.fixture
+def one_frame(stack, container_name):
+    """A container with one encrypted frame: (its settings, its name, its plaintext)."""
+    plaintext = jpeg(640)
+    (name,) = upload_frames(stack, container_name, [plaintext])
+    return {"mm_telemetry_storage_container": container_name}, name, plaintext
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_decrypt_creates_a_0600_file_whatever_the_umask(one_frame, run_cli, tmp_path, umask):
+    settings, name, plaintext = one_frame
+    target = tmp_path / "frame.jpg"
+    result = run_cli("decrypt", name, "--out", str(target), umask=umask, **settings)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == plaintext
+    forced = run_cli("decrypt", name, "--out", str(target), "--force", umask=umask, **settings)
+    assert forced.returncode == 0, forced.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == plaintext
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_decrypt_does_not_follow_a_symlink_planted_at_the_path(one_frame, run_cli, tmp_path):
+    settings, name, plaintext = one_frame
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.txt"
+    victim.write_bytes(b"someone else's file")
+    link = tmp_path / "frame.jpg"
+    link.symlink_to(victim)
+    refused = run_cli("decrypt", name, "--out", str(link), **settings)
+    assert refused.returncode == 2 and "pass --force" in refused.stderr
+    assert victim.read_bytes() == b"someone else's file" and link.is_symlink()
+
+    dangling = tmp_path / "new.jpg"
+    dangling.symlink_to(elsewhere / "created-through-the-link.jpg")
+    refused = run_cli("decrypt", name, "--out", str(dangling), **settings)
+    assert refused.returncode == 2 and "pass --force" in refused.stderr
+    assert list(elsewhere.iterdir()) == [victim]  # nothing created where the link points
+
+    forced = run_cli("decrypt", name, "--out", str(link), "--force", **settings)
+    assert forced.returncode == 0, forced.stderr
+    assert victim.read_bytes() == b"someone else's file"
+    assert not link.is_symlink() and link.is_file() and link.read_bytes() == plaintext
+    assert stat.S_IMODE(link.stat().st_mode) == 0o600
+
+
+def test_decrypt_force_replaces_the_file_and_leaves_its_other_hard_link_alone(one_frame, run_cli, tmp_path):
+    settings, name, plaintext = one_frame
+    target = tmp_path / "frame.jpg"
+    target.write_bytes(b"old content")
+    other = tmp_path / "other-link.jpg"
+    os.link(target, other)
+    refused = run_cli("decrypt", name, "--out", str(target), **settings)
+    assert refused.returncode == 2 and target.read_bytes() == b"old content"
+    forced = run_cli("decrypt", name, "--out", str(target), "--force", **settings)
+    assert forced.returncode == 0, forced.stderr
+    assert target.read_bytes() == plaintext and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert other.read_bytes() == b"old content" and other.stat().st_nlink == 1
 
 
 def _pushed(ledger: Path) -> int:
