@@ -18,7 +18,19 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpRes
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from .config import Settings
-from .errors import AuthenticationError, BlobError, CuratorError, ServiceError
+from .errors import (
+    AuthenticationError,
+    BlobError,
+    BlobTooLargeError,
+    CuratorError,
+    MissingMetadataError,
+    ServiceError,
+    StaleBlobError,
+)
+from .names import is_valid_name, validate_model
+
+# Larger blobs are refused before they are downloaded: an encrypted camera frame is a few MB at most.
+DEFAULT_MAX_BLOB_BYTES = 32 * 1024 * 1024
 
 # Devices name frames `<confidence>-<YYYY-mm-dd-HH-MM-SS>.jpg` (local time) and upload `<that>.dec`.
 _DEVICE_NAME = re.compile(r"(?:^|/)(?P<confidence>\d{1,3})-(?P<stamp>\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})")
@@ -49,7 +61,20 @@ class RetrainingBlob:
 
     @property
     def has_model(self) -> bool:
-        return bool(self.model_name and self.model_version)
+        """Whether the metadata names a model version whose key may be asked for (present and valid names)."""
+        return bool(self.model_name and self.model_version) and all(
+            is_valid_name(n) for n in (self.model_name, self.model_version)
+        )
+
+    def require_model(self) -> tuple[str, str]:
+        """(model name, version) from the metadata, checked before anything is downloaded or asked of MM."""
+        if not (self.model_name and self.model_version):
+            raise MissingMetadataError(
+                f"Blob {self.name!r} has no model_name/model_version metadata, so its key is unknown.",
+                blob_name=self.name,
+                hint="It was not uploaded through the MM server; reject it or fix its metadata.",
+            )
+        return validate_model(self.model_name, self.model_version, blob_name=self.name)
 
     @classmethod
     def from_properties(cls, container: str, properties: Any) -> RetrainingBlob:
@@ -184,11 +209,19 @@ def _decode_token(token: str) -> tuple[str | None, int]:
 class RetrainingDataClient:
     """The `data` container: list, filter and page retraining blobs, and download them."""
 
-    def __init__(self, container_client: ContainerClient, *, list_page_size: int = 1000) -> None:
+    def __init__(
+        self,
+        container_client: ContainerClient,
+        *,
+        list_page_size: int = 1000,
+        max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+    ) -> None:
         self.container_client = container_client
         self.container = container_client.container_name
         self.list_page_size = list_page_size
+        self.max_blob_bytes = max_blob_bytes
         self.list_calls = 0  # service list requests made (the app's paging is checked with it)
+        self.downloads = 0  # download requests made (a refused blob must not add one)
         self._count_lock = threading.Lock()
 
     @classmethod
@@ -198,6 +231,7 @@ class RetrainingDataClient:
         else:
             settings.require("mm_storage_account")
             service = BlobServiceClient(settings.storage_account_url, credential=settings.credential())
+        kwargs.setdefault("max_blob_bytes", settings.max_blob_bytes)
         return cls(service.get_container_client(settings.mm_telemetry_storage_container), **kwargs)
 
     def __repr__(self) -> str:
@@ -277,20 +311,37 @@ class RetrainingDataClient:
 
     # -- downloads --------------------------------------------------------------------------------
 
+    def refuse_if_too_large(self, blob: RetrainingBlob) -> None:
+        """BlobTooLargeError when the listed size is over `max_blob_bytes`: checked before any byte is read."""
+        if blob.size > self.max_blob_bytes:
+            raise BlobTooLargeError(
+                f"Blob {blob.name!r} is {blob.size:,} bytes, over the {self.max_blob_bytes:,}-byte limit "
+                "(percept_max_blob_bytes); it was not downloaded.",
+                blob_name=blob.name,
+                hint="A camera frame is a few MB; reject it, or raise percept_max_blob_bytes if it is genuine.",
+            )
+
     def download(self, blob: RetrainingBlob) -> bytes:
-        """The blob's bytes, exactly the version (etag) that was listed."""
+        """The blob's bytes, exactly the version (etag) that was listed.
+
+        A blob over `max_blob_bytes` (by the listing's size) is refused with BlobTooLargeError before any
+        request; a blob that changed or went away since it was listed is StaleBlobError (not its fault).
+        """
+        self.refuse_if_too_large(blob)
         client = self.container_client.get_blob_client(blob.name)
+        with self._count_lock:
+            self.downloads += 1
         try:
             return client.download_blob(
                 etag=f'"{blob.etag}"', match_condition=MatchConditions.IfNotModified, max_concurrency=1
             ).readall()
         except ResourceNotFoundError:
-            raise BlobError(
+            raise StaleBlobError(
                 f"Blob {blob.name!r} was deleted after it was listed.", blob_name=blob.name, hint="Refresh the list."
             ) from None
         except HttpResponseError as exc:
             if exc.status_code == 412:
-                raise BlobError(
+                raise StaleBlobError(
                     f"Blob {blob.name!r} changed after it was listed.", blob_name=blob.name, hint="Refresh the list."
                 ) from None
             raise _storage_error(exc, f"download blob {blob.name!r}") from None
@@ -302,6 +353,14 @@ class RetrainingDataClient:
     ) -> Iterator[tuple[RetrainingBlob, bytes | CuratorError]]:
         """Download in parallel with at most `max_concurrency` in flight; yields in input order."""
         yield from map_bounded(self.download, blobs, max_concurrency=max_concurrency)
+
+
+def is_blob_fault(error: BaseException) -> bool:
+    """True when the error is the blob's own (tampered, no metadata, too large...): worth noting in the ledger.
+
+    A stale listing (StaleBlobError) is not: the blob's new version is another key, reviewed afresh.
+    """
+    return isinstance(error, BlobError) and type(error) is not BlobError and not isinstance(error, StaleBlobError)
 
 
 def map_bounded(function, items: Iterable[Any], *, max_concurrency: int) -> Iterator[tuple[Any, Any]]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from .blobs import RetrainingBlob, map_bounded
-from .errors import BlobError, CuratorError
+from .blobs import RetrainingBlob, is_blob_fault, map_bounded
+from .errors import CuratorError
 from .images import THUMBNAIL_SIZE, PreviewCache, near_duplicate_groups, perceptual_hash, sha256_hex, thumbnail
 from .ledger import BlobKey, Review
 
@@ -82,7 +82,7 @@ def page_hashes(
 
     for blob, result in map_bounded(digest, todo, max_concurrency=max_concurrency):
         if isinstance(result, CuratorError):
-            if isinstance(result, BlobError) and type(result) is not BlobError:  # the blob's own fault
+            if is_blob_fault(result):  # the blob's own fault (a stale listing is not: its new version is another key)
                 if cache is not None:
                     cache.put((*blob.key, size), result)
                 reason = f"{result.reason}: {result.message}"

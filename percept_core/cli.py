@@ -328,6 +328,8 @@ def _push_untagged(curator, args, out: _Output) -> int:
             f"duplicates by content: {dry.duplicates_by_content}, undecryptable: {sum(dry.undecryptable.values())}",
         ]
         lines += [f"  undecryptable, {reason}: {n}" for reason, n in sorted(dry.undecryptable.items())]
+        if dry.stale:
+            lines.append(f"changed since listed: {dry.stale} (run it again to see their new versions)")
         lines += [f"  {version}: {n}" for version, n in sorted(dry.eligible_by_version.items())]
         if dry.headroom is not None:
             lines.append(f"project: {dry.project_images} image(s), room for {dry.headroom} more")

@@ -78,6 +78,11 @@ _SPECS: dict[str, _Spec] = {
     "near_duplicate_distance": _Spec(
         "percept_near_duplicate_distance", default="6", help="perceptual-hash distance under which frames are bursts"
     ),
+    "max_blob_bytes": _Spec(
+        "percept_max_blob_bytes",
+        default="33554432",
+        help="blobs larger than this many bytes (default 32 MiB) are refused before they are downloaded",
+    ),
 }
 
 # The names users write the settings by (environment, .env, local.settings.json, Streamlit secrets).
@@ -110,6 +115,7 @@ class Settings:
     allow_insecure_http: bool = False
     reviewers: tuple[str, ...] = ()
     near_duplicate_distance: int = 6
+    max_blob_bytes: int = 32 * 1024 * 1024
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -130,6 +136,8 @@ class Settings:
             raise ConfigError(f"Setting custom_vision_tier must be F0 or S0, not {self.custom_vision_tier!r}.")
         if self.custom_vision_rate_per_second <= 0:
             raise ConfigError("Setting custom_vision_rate_per_second must be a positive number.")
+        if self.max_blob_bytes <= 0:
+            raise ConfigError("Setting percept_max_blob_bytes must be a positive number of bytes.")
 
     def __repr__(self) -> str:
         parts = []
@@ -317,7 +325,7 @@ def _convert(attr: str, raw: Any, source: str | None) -> Any:
     if attr == "reviewers":
         items = raw if isinstance(raw, list | tuple) else re.split(r"[,;\s]+", str(raw))
         return tuple(sorted({str(i).strip().lower() for i in items if str(i).strip()}))
-    if attr in ("custom_vision_rate_per_second", "near_duplicate_distance"):
+    if attr in ("custom_vision_rate_per_second", "near_duplicate_distance", "max_blob_bytes"):
         try:
             return float(raw) if attr == "custom_vision_rate_per_second" else int(raw)
         except (TypeError, ValueError):

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, map_bounded
+from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, is_blob_fault, map_bounded
 from .config import Settings
 from .customvision import CustomVisionClient, IterationInfo, ProjectInfo, Region, TagInfo
-from .errors import BlobError, CuratorError, MissingMetadataError
+from .errors import CuratorError
 from .images import THUMBNAIL_SIZE, PreviewCache, thumbnail
 from .ledger import DEFAULT_LEDGER_PATH, BlobRecord, Ledger, default_actor
 from .locker import KeyServiceClient, Locker
@@ -26,6 +26,7 @@ from .pipeline import (
     PushReport,
     RegionUpdate,
 )
+from .state import Action, check, state_of_record
 
 
 class Curator:
@@ -115,14 +116,9 @@ class Curator:
 
     def decrypt(self, blob: RetrainingBlob) -> bytes:
         """The blob's plaintext, in memory: downloaded, key fetched once per version, HMAC checked."""
-        if not blob.has_model:
-            raise MissingMetadataError(
-                f"Blob {blob.name!r} has no model_name/model_version metadata, so its key is unknown.",
-                blob_name=blob.name,
-                hint="It was not uploaded through the MM server; reject it or fix its metadata.",
-            )
+        model_name, model_version = blob.require_model()
         ciphertext = self.data.download(blob)
-        return self.locker.decrypt(ciphertext, blob.model_name, blob.model_version, blob_name=blob.name)
+        return self.locker.decrypt(ciphertext, model_name, model_version, blob_name=blob.name)
 
     def preview(self, blob: RetrainingBlob, *, size: tuple[int, int] = THUMBNAIL_SIZE) -> bytes:
         """A JPEG thumbnail of the decrypted frame (in memory only)."""
@@ -140,9 +136,10 @@ class Curator:
         """Thumbnails by blob key, or the error that stands in for one; only what `cache` lacks is decrypted.
 
         At most `max_concurrency` blobs are downloaded and decrypted at once. Errors of the blob itself
-        (tampered, unknown version, missing metadata, not an image) are cached too and, with
+        (tampered, unknown version, missing metadata, not an image, too large) are cached too and, with
         `record_failures`, noted in the ledger so the "cannot decrypt" filter finds the blob; a
-        service error is not cached, so the next call tries again.
+        service error is not cached, so the next call tries again. A blob that changed since it was
+        listed (StaleBlobError, "changed since listed") is neither cached nor noted: refresh the listing.
         """
         results: dict[tuple[str, str, str], bytes | CuratorError] = {}
         missing: list[RetrainingBlob] = []
@@ -165,7 +162,7 @@ class Curator:
                 raise CuratorError(f"Could not preview blob {blob.name!r} ({exc.__class__.__name__}).") from exc
 
         for blob, result in map_bounded(attempt, missing, max_concurrency=max_concurrency):
-            intrinsic = isinstance(result, BlobError) and type(result) is not BlobError
+            intrinsic = is_blob_fault(result)
             if cache is not None and (isinstance(result, bytes) or intrinsic):
                 cache.put((*blob.key, size), result)
             if intrinsic and record_failures:
@@ -249,10 +246,19 @@ class Curator:
     def reject(
         self, blobs: list[RetrainingBlob], *, actor: str | None = None, reason: str = "rejected by reviewer"
     ) -> int:
+        """Reject blobs (push-untagged leaves them out); raises ActionRefused, changing nothing, if one may not be."""
+        self._check(Action.REJECT, blobs)
         return self.ledger.reject([b.key for b in blobs], actor=self._who(actor), reason=reason)
 
     def restore(self, blobs: list[RetrainingBlob], *, actor: str | None = None) -> int:
+        """Undo a rejection or mark; raises ActionRefused, changing nothing, if a blob has none to undo."""
+        self._check(Action.RESTORE, blobs)
         return self.ledger.restore([b.key for b in blobs], actor=self._who(actor))
+
+    def _check(self, action: Action, blobs: list[RetrainingBlob]) -> None:
+        # The project's push state from the ledger alone: a decision needs no Custom Vision client.
+        records = self.ledger.records([b.key for b in blobs], self.settings.custom_vision_project_id or None)
+        check(action, ((b.name, state_of_record(records.get(b.key))) for b in blobs))
 
     def set_regions(self, blob: RetrainingBlob, regions: list[Region], *, actor: str | None = None) -> RegionUpdate:
         """Boxes for an object-detection project: upload the image with them, or update a pushed image's boxes."""

@@ -13,6 +13,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -77,6 +78,16 @@ class TagNameError(CuratorError):
 
 class TrainingNotPossible(CustomVisionError):
     reason = "cannot train"
+
+
+class WaitBudgetExceeded(CustomVisionError):
+    """This thread's calls waited (backoff, Retry-After, quota) as long as their budget allows: try later."""
+
+    reason = "Custom Vision kept it waiting"
+
+
+class _WaitTooLong(Exception):
+    """Raised by RateLimiter.acquire when the wait would pass `max_wait`."""
 
 
 class PushStatus(StrEnum):
@@ -247,8 +258,8 @@ class RateLimiter:
         self._paused_until = 0.0
         self._lock = threading.Lock()
 
-    def acquire(self) -> float:
-        """Wait for a token; returns the seconds waited."""
+    def acquire(self, *, max_wait: float | None = None) -> float:
+        """Wait for a token; returns the seconds waited. Waiting past `max_wait` raises _WaitTooLong instead."""
         waited = 0.0
         while True:
             with self._lock:
@@ -264,6 +275,8 @@ class RateLimiter:
                     return waited
                 else:
                     delay = (1.0 - self._tokens) / self.rate
+            if max_wait is not None and waited + delay > max_wait:
+                raise _WaitTooLong(waited + delay)
             self._sleep(delay)
             waited += delay
 
@@ -272,6 +285,47 @@ class RateLimiter:
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
             self._tokens = 0.0
+
+
+@dataclass
+class _WaitBudget:
+    """Seconds this thread's calls may still wait in all (retries, backoff, Retry-After, quota)."""
+
+    seconds: float
+    spent: float = 0.0
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.seconds - self.spent)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """What labelling an image already in the project did: tags and boxes added, or there already."""
+
+    tags_added: int = 0
+    tags_present: int = 0
+    tags_refused: int = 0  # the image holds its maximum of tags
+    regions_added: int = 0
+    regions_present: int = 0
+    regions_refused: int = 0  # the image holds its maximum of regions
+
+    @property
+    def complete(self) -> bool:
+        return not self.tags_refused and not self.regions_refused
+
+    def describe(self) -> str:
+        """What a reviewer reads next to the duplicate: "tags added", "2 boxes added", ..."""
+        parts = []
+        if self.tags_added or self.tags_present:
+            parts.append("tags added" if self.tags_added else "tags already on it")
+        if self.regions_added or self.regions_present:
+            parts.append(f"{self.regions_added} box(es) added" if self.regions_added else "boxes already on it")
+        if self.tags_refused:
+            parts.append(f"{self.tags_refused} tag(s) refused: the image has 100 tags")
+        if self.regions_refused:
+            parts.append(f"{self.regions_refused} box(es) refused: the image has {MAX_REGIONS_PER_IMAGE} boxes")
+        return ", ".join(parts) or "labels applied"  # the service reported none of them back
 
 
 class _PacedTrainingKey(SansIOHTTPPolicy):
@@ -359,9 +413,38 @@ class CustomVisionClient:
         return trainer
 
     def _take_token(self) -> None:
-        """Wait for the quota of the call this thread is making (see _PacedTrainingKey)."""
+        """Wait for the quota of the call this thread is making (see _PacedTrainingKey), within its budget."""
         limiter = getattr(self._local, "limiter", None) or self.limiter
-        self.stats.add(calls=1, seconds_waiting_for_quota=limiter.acquire())
+        budget: _WaitBudget | None = getattr(self._local, "budget", None)
+        try:
+            waited = limiter.acquire(max_wait=budget.remaining if budget is not None else None)
+        except _WaitTooLong:
+            raise self._over_budget(budget) from None
+        if budget is not None:
+            budget.spent += waited
+        self.stats.add(calls=1, seconds_waiting_for_quota=waited)
+
+    @contextmanager
+    def wait_budget(self, seconds: float | None) -> Iterator[None]:
+        """Within the block, this thread's calls wait (backoff, Retry-After, quota) at most `seconds` in all.
+
+        The push pipeline gives each item a budget under its claim's lease: an item stuck behind 429s gives up
+        (retryable) rather than wait for hours; the time a request itself takes is the timeout's business.
+        """
+        previous = getattr(self._local, "budget", None)
+        self._local.budget = None if seconds is None else _WaitBudget(seconds)
+        try:
+            yield
+        finally:
+            self._local.budget = previous
+
+    def _over_budget(self, budget: _WaitBudget | None) -> WaitBudgetExceeded:
+        seconds = budget.seconds if budget is not None else 0.0
+        return WaitBudgetExceeded(
+            f"Custom Vision kept this call waiting (retries and quota) past its {seconds:.0f} s budget.",
+            hint="The service is throttling or failing; the next run tries again.",
+            retryable=True,
+        )
 
     def _call(self, operation: str, function: Callable[..., T], *args: Any, train: bool = False, **kwargs: Any) -> T:
         attempt = 0
@@ -401,7 +484,13 @@ class CustomVisionClient:
     def _backoff(self, attempt: int) -> None:
         self.stats.add(retried=1)
         delay = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
-        self._sleep(delay * random.uniform(0.5, 1.0))  # full jitter keeps parallel workers apart
+        delay *= random.uniform(0.5, 1.0)  # full jitter keeps parallel workers apart
+        budget: _WaitBudget | None = getattr(self._local, "budget", None)
+        if budget is not None:
+            if delay > budget.remaining:
+                raise self._over_budget(budget)
+            budget.spent += delay
+        self._sleep(delay)
 
     def _error(self, operation: str, exc: CustomVisionErrorException, status: int | None) -> CustomVisionError:
         code = getattr(getattr(exc, "error", None), "code", None)
@@ -553,8 +642,56 @@ class CustomVisionClient:
             image_id = result.image.id if result.image is not None else None
             if status in (PushStatus.PUSHED, PushStatus.DUPLICATE) and not image_id:
                 status, text = PushStatus.FAILED, f"Custom Vision said {result.status} without an image"
+            if status == PushStatus.DUPLICATE and (item.tag_ids or item.regions):
+                status, text = self._label_duplicate(image_id, item, text)
             outcomes.append(UploadResult(item.name, status, image_id, text, result.status))
         return outcomes
+
+    def _label_duplicate(self, image_id: str, item: UploadItem, text: str) -> tuple[PushStatus, str]:
+        """OKDuplicate answers with the image already in the project, and the service need not have given it the
+        upload's tags and boxes: apply them to that image (idempotently) and say so."""
+        try:
+            labelled = self.label_image(image_id, item.tag_ids, item.regions)
+        except CustomVisionError as exc:
+            status = PushStatus.FAILED if exc.retryable else PushStatus.REJECTED
+            return status, f"{text}, but its tags or boxes could not be added: {exc.message}"
+        if not labelled.complete:
+            return PushStatus.REJECTED, f"{text}, but {labelled.describe()}"
+        return PushStatus.DUPLICATE, f"duplicate, {labelled.describe()}"
+
+    def label_image(self, image_id: str, tag_ids: Sequence[str] = (), regions: Sequence[Region] = ()) -> Labelled:
+        """Give an image already in the project these tags and boxes; those it has already are left as they are.
+
+        A box's tag tags the image by itself (object detection), so only the other tags go as image tags.
+        """
+        region_tags = {r.tag_id for r in regions}
+        image_tags = [t for t in dict.fromkeys(tag_ids) if t not in region_tags]
+        counts = dict.fromkeys(
+            ("tags_added", "tags_present", "tags_refused", "regions_added", "regions_present", "regions_refused"), 0
+        )
+        for start in range(0, len(image_tags), MAX_TAGS_PER_IMAGE_CALL):
+            entries = [
+                ImageTagCreateEntry(image_id=image_id, tag_id=t)
+                for t in image_tags[start : start + MAX_TAGS_PER_IMAGE_CALL]
+            ]
+            summary = self._call("tag images", self._trainer.create_image_tags, self.project_id, entries)
+            counts["tags_added"] += len(summary.created or [])
+            counts["tags_present"] += len(summary.duplicated or [])
+            counts["tags_refused"] += len(summary.exceeded or [])
+        for start in range(0, len(regions), MAX_REGIONS_PER_CALL):
+            entries = [
+                ImageRegionCreateEntry(
+                    image_id=image_id, tag_id=r.tag_id, left=r.left, top=r.top, width=r.width, height=r.height
+                )
+                for r in regions[start : start + MAX_REGIONS_PER_CALL]
+            ]
+            summary = self._call("add regions", self._trainer.create_image_regions, self.project_id, entries)
+            counts["regions_added"] += len(summary.created or [])
+            counts["regions_present"] += len(summary.duplicated or [])
+            counts["regions_refused"] += len(summary.exceeded or [])
+        # The cached tags' image counts go stale here, as they do with any upload; clearing the cache from an
+        # upload thread would race with tag_ids() on the run's thread.
+        return Labelled(**counts)
 
     def add_image_tags(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Tag existing images: (image id, tag id) pairs, 128 per call."""
@@ -757,6 +894,7 @@ __all__ = [
     "CustomVisionClient",
     "CustomVisionError",
     "IterationInfo",
+    "Labelled",
     "ProjectImage",
     "ProjectInfo",
     "PushStatus",
@@ -767,4 +905,5 @@ __all__ = [
     "TrainingNotPossible",
     "UploadItem",
     "UploadResult",
+    "WaitBudgetExceeded",
 ]

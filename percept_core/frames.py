@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .blobs import RetrainingBlob, map_bounded
-from .errors import BlobError, CuratorError
+from .errors import BlobError, CuratorError, StaleBlobError
 from .images import inspect_image, near_duplicate_groups, perceptual_hash, sha256_hex
 from .ledger import Review
 
@@ -71,8 +71,9 @@ def hash_frames(
 
     Only frames the ledger has not hashed yet are downloaded and decrypted, in memory; their hashes go to
     the ledger. A blob that cannot be decrypted (tampered, truncated, not an image, no metadata, unknown
-    version) gets its reason in `problem` and the state "cannot decrypt". A service error (storage, MM)
-    is raised after the others are done: run it again.
+    version, too large) gets its reason in `problem` and the state "cannot decrypt"; one that changed since
+    it was listed gets "changed since listed" in `problem` and keeps its state (list the frames again). A
+    service error (storage, MM) is raised after the others are done: run it again.
     """
     out = frames.copy()
     blobs: list[RetrainingBlob] = list(out["blob"])
@@ -97,7 +98,9 @@ def hash_frames(
 
     failure: CuratorError | None = None
     for blob, result in map_bounded(digest, todo, max_concurrency=max_concurrency):
-        if isinstance(result, BlobError):
+        if isinstance(result, StaleBlobError):  # not the blob's fault: nothing is noted, list again
+            problem[blob.name] = f"{result.reason}: {result.message} Refresh the listing."
+        elif isinstance(result, BlobError):
             problem[blob.name] = f"{result.reason}: {result.message}"
             curator.ledger.note_undecryptable(blob.key, reason=problem[blob.name], actor=who)
         elif isinstance(result, CuratorError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +19,14 @@ MAX_UPLOAD_BYTES = 6 * 1024 * 1024
 MAX_SIDE = 10_240
 MAX_ASPECT_RATIO = 25.0
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF"})
-# Beyond this many pixels we refuse to decode at all: Pillow's own bomb check sits at ~179 M.
+# Beyond this many pixels we refuse to decode at all: one limit for every decode path (thumbnails,
+# validation, fitting, hashes, the annotator's larger view), checked from the header before decoding.
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
+
+# Pillow's own bomb check (a warning above the limit, an error above twice it) is set once, here, at import:
+# it is process-wide, so it is never toggled per call, nor are warning filters (neither is thread-safe).
+# At MAX_PIXELS, an image Custom Vision accepts (up to 10,240 px a side) opens without a warning.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 THUMBNAIL_SIZE = (320, 320)
 
@@ -57,13 +62,14 @@ def sha256_hex(data: bytes) -> str:
 
 
 def _open(data: bytes, what: str) -> Image.Image:
+    """The image with only its header read; anything over MAX_PIXELS is refused before a pixel is decoded."""
     if not data:
         raise NotAnImageError(f"{what} is empty (0 bytes), not an image.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # The error is Pillow's refusal over twice its limit; the warning only arrives as an exception where
+        # the application made warnings errors (we never change the filters: they are process-wide).
         raise NotAnImageError(
             f"{what} declares an enormous size (a decompression bomb?); it was not decoded."
         ) from None
@@ -73,7 +79,10 @@ def _open(data: bytes, what: str) -> Image.Image:
             hint="The device uploaded something other than a camera frame; reject it.",
         ) from None
     if image.width * image.height > MAX_PIXELS:
-        raise NotAnImageError(f"{what} is {image.width}x{image.height} pixels, too large to decode safely.")
+        image.close()
+        raise NotAnImageError(
+            f"{what} is {image.width}x{image.height} pixels, too large to decode safely (a decompression bomb?)."
+        )
     return image
 
 
@@ -176,6 +185,20 @@ def thumbnail(data: bytes, *, size: tuple[int, int] = THUMBNAIL_SIZE, what: str 
     except (OSError, ValueError, SyntaxError):
         raise NotAnImageError(f"{what} is a damaged image that does not decode.") from None
     return buffer.getvalue()
+
+
+def decode_for_display(data: bytes, *, size: tuple[int, int], what: str = "The decrypted data") -> Image.Image:
+    """The image in RGB for a view of about `size` (the annotator's), under the same pixel limit as the rest.
+
+    A JPEG is decoded at a reduced scale, still twice `size`, so a large frame never builds full-size pixels.
+    """
+    image = _open(data, what)
+    try:
+        if image.format == "JPEG":
+            image.draft("RGB", (size[0] * 2, size[1] * 2))
+        return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError):
+        raise NotAnImageError(f"{what} is a damaged image that does not decode.") from None
 
 
 def perceptual_hash(data: bytes, *, what: str = "The image") -> str:

@@ -5,12 +5,15 @@ A blob version is (container, name, etag). Review facts (rejected, undecryptable
 plaintext's sha256) belong to the blob; push facts belong to the blob *and* the Custom Vision project,
 so the same frame may go to a classification and a detection project. While a run pushes a blob it
 holds a claim on it (its host, process and run id): a second run skips it, and a run that died leaves
-a claim the next run takes over (immediately when the process is gone, else after the lease).
+a claim the next run takes over (immediately when the process is gone, else after the lease). Every write
+that settles a claimed item names the claim it holds, so a run that lost its claim (it stalled past the
+lease and another run took the item over) never writes its outcome over the other run's.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import socket
@@ -136,6 +139,17 @@ def default_actor() -> str:
         return f"uid-{os.getuid()}"
 
 
+def _namespace_token() -> str | None:
+    """This machine's boot and PID namespace, hashed: two containers may share a hostname and even pids."""
+    parts = []
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        return None  # no /proc (macOS, Windows): the hostname alone names the machine
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
 def _now() -> float:
     return time.time()
 
@@ -166,6 +180,7 @@ class Ledger:
             self._db.executescript(_SCHEMA)  # idempotent: every statement says IF NOT EXISTS
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self.namespace = _namespace_token()
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"
@@ -433,14 +448,21 @@ class Ledger:
     # -- pushes ------------------------------------------------------------------------------------
 
     def new_run_id(self) -> str:
-        return f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+        """`host:pid:namespace-uuid`: where the run lives (pids mean something only within one PID namespace of
+        one boot, which containers sharing a hostname do not share), and a uuid4 that makes it unique."""
+        namespace = f"{self.namespace}-" if self.namespace else ""
+        return f"{self.host}:{self.pid}:{namespace}{uuid.uuid4().hex}"
 
     def _claim_is_dead(self, claim: str | None, claimed_at: float | None, now: float) -> bool:
         if not claim:
             return True
         host, _, rest = claim.partition(":")
-        pid_text = rest.partition(":")[0]
-        if host == self.host and pid_text.isdigit() and int(pid_text) != self.pid:
+        pid_text, _, tail = rest.partition(":")
+        namespace, marked, _ = tail.partition("-")
+        # Our os.kill sees the pids of our PID namespace only: a run of another container that shares our
+        # hostname is judged by its lease. (A run id without a namespace is from an older version: as before.)
+        same_namespace = not marked or namespace == self.namespace
+        if host == self.host and same_namespace and pid_text.isdigit() and int(pid_text) != self.pid:
             try:
                 os.kill(int(pid_text), 0)
             except ProcessLookupError:
@@ -499,16 +521,20 @@ class Ledger:
                 claimed.append(key)
         return claimed, skipped
 
-    def heartbeat(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> None:
-        """Keep this run's claims fresh (long runs on several machines)."""
+    def heartbeat(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> list[BlobKey]:
+        """Keep this run's claims fresh; returns the keys whose claim this run no longer holds."""
         now = _now()
+        lost: list[BlobKey] = []
         with self._transaction() as db:
             for key in keys:
-                db.execute(
+                renewed = db.execute(
                     "UPDATE pushes SET claimed_at=? WHERE container=? AND name=? AND etag=? AND project_id=? "
                     "AND claim=? AND state='pushing'",
                     (now, *key, project_id, run_id),
-                )
+                ).rowcount
+                if not renewed:
+                    lost.append(key)
+        return lost
 
     def release(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> None:
         """Give back this run's claims on items it did not push (cancelled, undecryptable): no trace is left."""
@@ -519,6 +545,26 @@ class Ledger:
                     "AND state='pushing' AND image_id IS NULL",
                     (*key, project_id, run_id),
                 )
+
+    def _claim_lost(self, db, key: BlobKey, project_id: str, claim: str, actor: str, would: str, details) -> None:
+        """Audit a settlement that was not written: the run no longer held the item's claim."""
+        row = db.execute(
+            "SELECT state, claim FROM pushes WHERE container=? AND name=? AND etag=? AND project_id=?",
+            (*key, project_id),
+        ).fetchone()
+        self._event(
+            db,
+            actor,
+            "claim-lost",
+            key,
+            project_id=project_id,
+            outcome=would,
+            details={
+                "run": claim,
+                "now": dict(row) if row else None,
+                **(details or {}),
+            },
+        )
 
     def record_pushed(
         self,
@@ -532,21 +578,35 @@ class Ledger:
         outcome: str = "pushed",
         details: dict[str, Any] | None = None,
         model: tuple[str | None, str | None] | None = None,
-    ) -> None:
+        claim: str | None = None,
+    ) -> bool:
+        """Record the item as in the project. With `claim`, only while that claim holds it: False when it does not."""
         with self._transaction() as db:
             if model and any(model):
                 self._note_model(db, key, *model, actor)
-            db.execute(
-                "INSERT INTO pushes (container, name, etag, project_id, state, image_id, sha256, tags, reason, "
-                "claim, claimed_at, updated_at, updated_by) VALUES (?, ?, ?, ?, 'pushed', ?, ?, ?, NULL, NULL, "
-                "NULL, ?, ?) ON CONFLICT (container, name, etag, project_id) DO UPDATE SET state='pushed', "
-                "image_id=excluded.image_id, sha256=excluded.sha256, tags=excluded.tags, reason=NULL, claim=NULL, "
-                "claimed_at=NULL, updated_at=excluded.updated_at, updated_by=excluded.updated_by",
-                (*key, project_id, image_id, sha256, json.dumps(list(tags)), _now(), actor),
-            )
+            if claim is not None:
+                written = db.execute(
+                    "UPDATE pushes SET state='pushed', image_id=?, sha256=?, tags=?, reason=NULL, claim=NULL, "
+                    "claimed_at=NULL, updated_at=?, updated_by=? WHERE container=? AND name=? AND etag=? "
+                    "AND project_id=? AND claim=? AND state='pushing'",
+                    (image_id, sha256, json.dumps(list(tags)), _now(), actor, *key, project_id, claim),
+                ).rowcount
+                if not written:
+                    self._claim_lost(db, key, project_id, claim, actor, outcome, {"image_id": image_id})
+                    return False
+            else:
+                db.execute(
+                    "INSERT INTO pushes (container, name, etag, project_id, state, image_id, sha256, tags, reason, "
+                    "claim, claimed_at, updated_at, updated_by) VALUES (?, ?, ?, ?, 'pushed', ?, ?, ?, NULL, NULL, "
+                    "NULL, ?, ?) ON CONFLICT (container, name, etag, project_id) DO UPDATE SET state='pushed', "
+                    "image_id=excluded.image_id, sha256=excluded.sha256, tags=excluded.tags, reason=NULL, "
+                    "claim=NULL, claimed_at=NULL, updated_at=excluded.updated_at, updated_by=excluded.updated_by",
+                    (*key, project_id, image_id, sha256, json.dumps(list(tags)), _now(), actor),
+                )
             self._event(
                 db, actor, "push", key, project_id=project_id, outcome=outcome, image_id=image_id, details=details
             )
+        return True
 
     def record_failed(
         self,
@@ -558,25 +618,33 @@ class Ledger:
         retryable: bool,
         sha256: str | None = None,
         details: dict[str, Any] | None = None,
-    ) -> None:
+        claim: str | None = None,
+    ) -> bool:
+        """Record a failed push. With `claim`, only while that claim holds the item: False when it does not."""
+        outcome = "failed" if retryable else "rejected by Custom Vision"
+        event_details = {"reason": reason, "retryable": retryable, **(details or {})}
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO pushes (container, name, etag, project_id, state, sha256, reason, updated_at, updated_by)"
-                " VALUES (?, ?, ?, ?, 'failed', ?, ?, ?, ?) ON CONFLICT (container, name, etag, project_id) DO UPDATE"
-                " SET state='failed', reason=excluded.reason, sha256=COALESCE(excluded.sha256, pushes.sha256), "
-                "claim=NULL, claimed_at=NULL, updated_at=excluded.updated_at, updated_by=excluded.updated_by "
-                "WHERE pushes.state != 'pushed'",
-                (*key, project_id, sha256, reason, _now(), actor),
-            )
-            self._event(
-                db,
-                actor,
-                "push",
-                key,
-                project_id=project_id,
-                outcome="failed" if retryable else "rejected by Custom Vision",
-                details={"reason": reason, "retryable": retryable, **(details or {})},
-            )
+            if claim is not None:
+                written = db.execute(
+                    "UPDATE pushes SET state='failed', reason=?, sha256=COALESCE(?, sha256), claim=NULL, "
+                    "claimed_at=NULL, updated_at=?, updated_by=? WHERE container=? AND name=? AND etag=? "
+                    "AND project_id=? AND claim=? AND state='pushing'",
+                    (reason, sha256, _now(), actor, *key, project_id, claim),
+                ).rowcount
+                if not written:
+                    self._claim_lost(db, key, project_id, claim, actor, outcome, event_details)
+                    return False
+            else:
+                db.execute(
+                    "INSERT INTO pushes (container, name, etag, project_id, state, sha256, reason, updated_at, "
+                    "updated_by) VALUES (?, ?, ?, ?, 'failed', ?, ?, ?, ?) ON CONFLICT (container, name, etag, "
+                    "project_id) DO UPDATE SET state='failed', reason=excluded.reason, "
+                    "sha256=COALESCE(excluded.sha256, pushes.sha256), claim=NULL, claimed_at=NULL, "
+                    "updated_at=excluded.updated_at, updated_by=excluded.updated_by WHERE pushes.state != 'pushed'",
+                    (*key, project_id, sha256, reason, _now(), actor),
+                )
+            self._event(db, actor, "push", key, project_id=project_id, outcome=outcome, details=event_details)
+        return True
 
     def forget_push(self, key: BlobKey, project_id: str, *, actor: str, reason: str) -> None:
         """Drop a push record whose image is gone from the project (deleted in the portal), so it can go again."""
@@ -597,13 +665,22 @@ class Ledger:
         actor: str,
         added: Sequence[str] = (),
         removed: Sequence[str] = (),
-    ) -> None:
+        claim: str | None = None,
+    ) -> bool:
+        """Record an image's tags. With `claim`, only while that claim holds the item: False when it does not."""
+        sql = (
+            "UPDATE pushes SET tags=?, updated_at=?, updated_by=? WHERE container=? AND name=? AND etag=? "
+            "AND project_id=?"
+        )
+        params: list[Any] = [json.dumps(list(tags)), _now(), actor, *key, project_id]
+        if claim is not None:
+            sql += " AND claim=? AND state='pushing'"
+            params.append(claim)
         with self._transaction() as db:
-            db.execute(
-                "UPDATE pushes SET tags=?, updated_at=?, updated_by=? WHERE container=? AND name=? AND etag=? "
-                "AND project_id=?",
-                (json.dumps(list(tags)), _now(), actor, *key, project_id),
-            )
+            written = db.execute(sql, params).rowcount
+            if claim is not None and not written:
+                self._claim_lost(db, key, project_id, claim, actor, "retagged", {"tags": list(tags)})
+                return False
             self._event(
                 db,
                 actor,
@@ -613,6 +690,7 @@ class Ledger:
                 outcome="retagged",
                 details={"added": list(added), "removed": list(removed)},
             )
+        return True
 
     def log(
         self,

@@ -9,6 +9,7 @@ racing another run never pushes a blob twice and never loses one.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict
@@ -33,10 +34,13 @@ from .customvision import (
     UploadItem,
     UploadResult,
 )
-from .errors import AuthenticationError, BlobError, CuratorError, MissingMetadataError
+from .errors import AuthenticationError, BlobError, CuratorError, StaleBlobError
 from .images import PreparedImage, prepare_for_upload
 from .ledger import BlobKey, Ledger, Review
 from .locker import Locker
+
+# What a reviewer reads for a blob that changed (or went away) after it was listed: not its fault.
+STALE_REASON = "changed since listed, refresh"
 
 PROJECT_IMAGE_QUOTA = {"F0": 5_000, "S0": 100_000}
 
@@ -51,7 +55,7 @@ class Provenance(StrEnum):
 class Outcome(StrEnum):
     PUSHED = "pushed"  # a new image in the project
     DUPLICATE = "duplicate"  # its content was already in the project: recorded against that image
-    SKIPPED = "skipped"  # already pushed, rejected, a near-duplicate, or being pushed by another run
+    SKIPPED = "skipped"  # already pushed, rejected, a near-duplicate, being pushed by another run, or changed
     UNDECRYPTABLE = "undecryptable"  # tampered, unknown version, missing metadata, not an image
     REFUSED = "refused"  # Custom Vision will not take it (format, size, ...); trying again will not help
     FAILED = "failed"  # did not get in this time (quota, service errors); the next run tries again
@@ -137,6 +141,7 @@ class DryRunReport:
     near_duplicates: int = 0
     in_progress: int = 0
     duplicates_by_content: int = 0
+    stale: int = 0  # changed or deleted since listed: the next listing sees their new version
     undecryptable: Counter = field(default_factory=Counter)  # reason -> count
     eligible_by_version: Counter = field(default_factory=Counter)  # "model version" -> count
     eligible_by_day: Counter = field(default_factory=Counter)  # date -> count
@@ -158,6 +163,7 @@ class DryRunReport:
             "near_duplicates": self.near_duplicates,
             "in_progress_elsewhere": self.in_progress,
             "duplicates_by_content": self.duplicates_by_content,
+            "changed_since_listed": self.stale,
             "undecryptable": sum(self.undecryptable.values()),
             "undecryptable_by_reason": dict(self.undecryptable),
             "eligible_by_model_version": dict(self.eligible_by_version),
@@ -254,12 +260,8 @@ class PushPipeline:
     # -- decrypting ---------------------------------------------------------------------------------
 
     def _decrypt(self, blob: RetrainingBlob) -> bytes:
-        if not blob.has_model:
-            raise MissingMetadataError(
-                f"Blob {blob.name!r} has no model_name/model_version metadata, so its key is unknown.",
-                blob_name=blob.name,
-            )
-        return self.locker.decrypt(self.data.download(blob), blob.model_name, blob.model_version, blob_name=blob.name)
+        model_name, model_version = blob.require_model()
+        return self.locker.decrypt(self.data.download(blob), model_name, model_version, blob_name=blob.name)
 
     def _prepare(self, blob: RetrainingBlob) -> _Prepared:
         plaintext = self._decrypt(blob)
@@ -369,7 +371,9 @@ class PushPipeline:
                 else:
                     to_hash.append(blob)
             for blob, result in map_bounded(self._hash, to_hash, max_concurrency=self.max_concurrency):
-                if isinstance(result, CuratorError):
+                if isinstance(result, StaleBlobError):
+                    report.stale += 1  # not the blob's fault: nothing is noted, it stays eligible
+                elif isinstance(result, CuratorError):
                     reason = result.reason if isinstance(result, BlobError) else "error"
                     report.undecryptable[reason] += 1
                     self.ledger.note_undecryptable(blob.key, reason=_short_reason(result), actor=actor)
@@ -496,6 +500,39 @@ def _short_reason(error: CuratorError) -> str:
     return f"{error.reason}: {error.message}"
 
 
+class _Heartbeat:
+    """Renews a run's live claims every lease/3 from a daemon thread of its own, whatever the run waits on
+    (a throttled or slow upload), so no other run takes over an item this run is still working on."""
+
+    def __init__(self, ledger: Ledger, project_id: str, run_id: str, keys: Callable[[], list[BlobKey]]) -> None:
+        self.ledger = ledger
+        self.project_id = project_id
+        self.run_id = run_id
+        self.keys = keys
+        self.lost: set[BlobKey] = set()  # claims another run took over (this run stalled past the lease)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"percept-heartbeat-{run_id[-8:]}", daemon=True)
+
+    def start(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def _main(self) -> None:
+        interval = max(0.05, self.ledger.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            keys = self.keys()
+            if not keys:
+                continue
+            try:
+                self.lost.update(self.ledger.heartbeat(keys, self.project_id, self.run_id))
+            except sqlite3.Error:
+                continue  # a busy or locked ledger: the next beat tries again, well within the lease
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class _Run:
     """One push run: the streaming machinery behind PushPipeline.push."""
 
@@ -528,10 +565,13 @@ class _Run:
         self.run_id = self.ledger.new_run_id()
         self.report = PushReport(run_id=self.run_id)
         self.started = time.monotonic()
-        self.claimed: set[BlobKey] = set()  # claimed and not yet settled
+        self.claimed: set[BlobKey] = set()  # claimed and not yet settled; the heartbeat thread reads it
+        self._claimed_lock = threading.Lock()
         self.content_leader: dict[str, BlobKey] = {}  # sha256 -> the blob of this run that carries it
         self.followers: dict[BlobKey, list[_Prepared]] = defaultdict(list)
-        self.last_heartbeat = time.monotonic()
+        # What one upload may wait in all (retries, Retry-After, quota), well under the lease: an item stuck
+        # behind a throttled service gives up (and is retried by the next run) rather than sit on its claim.
+        self.wait_budget = self.ledger.lease_seconds / 2
         self.calls_before = pipeline.customvision.stats.calls
         self.throttled_before = pipeline.customvision.stats.throttled
 
@@ -545,6 +585,14 @@ class _Run:
                     len(self.report.outcomes), self.total, self.report.counts, time.monotonic() - self.started, outcome
                 )
             )
+
+    def live_claims(self) -> list[BlobKey]:
+        with self._claimed_lock:
+            return list(self.claimed)
+
+    def _unclaim(self, keys: Iterable[BlobKey]) -> None:
+        with self._claimed_lock:
+            self.claimed.difference_update(keys)
 
     def settle(
         self,
@@ -563,8 +611,9 @@ class _Run:
             details["fitted"] = fitted
         if service_status:
             details["custom_vision_status"] = service_status
+        held = True  # every write names this run's claim: one that lost it must not overwrite another run's
         if outcome in (Outcome.PUSHED, Outcome.DUPLICATE):
-            self.ledger.record_pushed(
+            held = self.ledger.record_pushed(
                 key,
                 self.project_id,
                 image_id=image_id or "",
@@ -574,12 +623,13 @@ class _Run:
                 outcome=str(outcome),
                 details=details or None,
                 model=(blob.model_name, blob.model_version),
+                claim=self.run_id,
             )
         elif outcome == Outcome.UNDECRYPTABLE:
-            self.ledger.note_undecryptable(key, reason=reason, actor=self.actor)
+            self.ledger.note_undecryptable(key, reason=reason, actor=self.actor)  # a fact of the blob, not the run
             self.ledger.release([key], self.project_id, self.run_id)
         elif outcome in (Outcome.REFUSED, Outcome.FAILED):
-            self.ledger.record_failed(
+            held = self.ledger.record_failed(
                 key,
                 self.project_id,
                 reason=reason,
@@ -587,14 +637,15 @@ class _Run:
                 retryable=outcome == Outcome.FAILED,
                 sha256=sha256,
                 details=details or None,
+                claim=self.run_id,
             )
-        self.claimed.discard(key)
+        elif outcome == Outcome.SKIPPED:  # changed since listed: no trace, it stays eligible
+            self.ledger.release([key], self.project_id, self.run_id)
+        self._unclaim([key])
+        if not held:
+            said = f"{outcome}: {reason}" if reason else str(outcome)
+            outcome, reason = Outcome.SKIPPED, f"another run took it over before this run recorded it ({said})"
         self.emit(ItemOutcome(blob.name, blob.etag, outcome, reason, image_id, version_label(blob), fitted))
-
-    def heartbeat(self) -> None:
-        if time.monotonic() - self.last_heartbeat > self.ledger.lease_seconds / 4 and self.claimed:
-            self.ledger.heartbeat(list(self.claimed), self.project_id, self.run_id)
-            self.last_heartbeat = time.monotonic()
 
     # -- stages ---------------------------------------------------------------------------------------
 
@@ -606,15 +657,43 @@ class _Run:
                 [b.key for b in unique], self.project_id, self.run_id, actor=self.actor, retry_failed=self.retry_failed
             )
             claimed_set = set(claimed)
+            already = [b for b in unique if skipped.get(b.key) == "already pushed"]
+            retagged = self.tag_pushed(already) if already and self.tag_ids else {}
             for blob in unique:
                 if blob.key in skipped:
-                    self.emit(
-                        ItemOutcome(
-                            blob.name, blob.etag, Outcome.SKIPPED, skipped[blob.key], model_version=version_label(blob)
-                        )
-                    )
-            self.claimed |= claimed_set
+                    outcome, reason = retagged.get(blob.key, (Outcome.SKIPPED, skipped[blob.key]))
+                    self.emit(ItemOutcome(blob.name, blob.etag, outcome, reason, model_version=version_label(blob)))
+            with self._claimed_lock:
+                self.claimed |= claimed_set
             yield from (b for b in unique if b.key in claimed_set)
+
+    def tag_pushed(self, blobs: Sequence[RetrainingBlob]) -> dict[BlobKey, tuple[Outcome, str]]:
+        """This push's tags onto the images of blobs pushed before without them: what to report for each."""
+        records = self.ledger.records([b.key for b in blobs], self.project_id)
+        said: dict[BlobKey, tuple[Outcome, str]] = {}
+        for blob in blobs:
+            record = records.get(blob.key)
+            if record is None or not record.image_id:
+                continue
+            have = {t.lower() for t in record.tags}
+            missing = [(n, i) for n, i in zip(self.tag_names, self.tag_ids, strict=True) if n.lower() not in have]
+            if not missing:
+                continue
+            try:
+                with self.p.customvision.wait_budget(self.wait_budget):
+                    labelled = self.p.customvision.label_image(record.image_id, [i for _, i in missing])
+            except CustomVisionError as exc:
+                said[blob.key] = (Outcome.FAILED, f"already pushed, but its tags could not be added: {exc.message}")
+                continue
+            if not labelled.complete:
+                said[blob.key] = (Outcome.REFUSED, f"already pushed, but {labelled.describe()}")
+                continue
+            names = [n for n, _ in missing]
+            self.ledger.record_tags(
+                blob.key, self.project_id, tags=[*record.tags, *names], actor=self.actor, added=names
+            )
+            said[blob.key] = (Outcome.SKIPPED, f"already pushed, {labelled.describe()}")
+        return said
 
     def execute(self, blobs: Iterable[RetrainingBlob]) -> PushReport:
         uploads: dict[Future, list[_Prepared]] = {}
@@ -623,23 +702,29 @@ class _Run:
         prepared_stream = map_bounded(
             self.p._prepare, self.claimed_blobs(blobs), max_concurrency=self.p.max_concurrency
         )
+        heartbeat = _Heartbeat(self.ledger, self.project_id, self.run_id, self.live_claims).start()
         with ThreadPoolExecutor(self.p.max_uploads_in_flight, thread_name_prefix="percept-upload") as uploader:
 
-            def submit(batch: list[_Prepared]) -> None:
+            def submit(batch: list[_Prepared], task: Callable[[], list[UploadResult]] | None = None) -> None:
                 size = _raw_bytes(batch)
                 while uploads and (
                     len(uploads) >= self.p.max_uploads_in_flight
                     or sum(map(_raw_bytes, uploads.values())) + size > self.p.max_upload_bytes_in_flight
                 ):
                     self.collect(uploads, wait_for_one=True)
-                uploads[uploader.submit(self.upload, batch)] = batch
+                uploads[uploader.submit(task or (lambda: self.upload(batch)))] = batch
 
             try:
                 for blob, result in prepared_stream:
                     if self.cancel.cancelled:
                         break  # what was claimed and not sent is released below
-                    self.heartbeat()
                     self.collect(uploads, wait_for_one=False)
+                    if isinstance(result, StaleBlobError):
+                        self.settle(blob, Outcome.SKIPPED, STALE_REASON)
+                        continue
+                    if blob.key in heartbeat.lost:  # this run stalled past the lease: the item is another run's now
+                        self.settle(blob, Outcome.SKIPPED, "another run took it over before this run sent it")
+                        continue
                     if isinstance(result, CuratorError):
                         outcome = (
                             Outcome.REFUSED
@@ -650,14 +735,20 @@ class _Run:
                         continue
                     sha = result.image.sha256
                     existing = self.ledger.pushed_image_for_content(self.project_id, sha)
-                    if existing and not self.regions.get(blob.name):
-                        self.settle(
-                            blob,
-                            Outcome.DUPLICATE,
-                            "the same image is already in the project",
-                            image_id=existing,
-                            sha256=sha,
-                        )
+                    if existing:
+                        if self.tag_ids or self.regions.get(blob.name):
+                            # Its content is in the project already: no upload, but this push's tags and boxes
+                            # go onto that image (Custom Vision would answer OKDuplicate and may not add them).
+                            batch = [result]
+                            submit(batch, lambda batch=batch, image_id=existing: self.label_existing(batch, image_id))
+                        else:
+                            self.settle(
+                                blob,
+                                Outcome.DUPLICATE,
+                                "the same image is already in the project",
+                                image_id=existing,
+                                sha256=sha,
+                            )
                         continue
                     leader = self.content_leader.get(sha)
                     if leader is not None:
@@ -687,12 +778,12 @@ class _Run:
                 for future in list(uploads):  # an exception above: settle what is in flight
                     self.collect({future: uploads.pop(future)}, wait_for_one=True)
                 leftovers = [p for batch in open_batches.values() for p in batch]
-                for prepared in leftovers:
-                    self.claimed.discard(prepared.blob.key)
-                unsent = list(self.claimed) + [p.blob.key for p in leftovers]
+                self._unclaim(p.blob.key for p in leftovers)
+                unsent = self.live_claims() + [p.blob.key for p in leftovers]
                 if unsent:  # cancelled (or failed) before these went out: they stay eligible
                     self.ledger.release(unsent, self.project_id, self.run_id)
-                    self.claimed.clear()
+                    self._unclaim(unsent)
+                heartbeat.stop()
         stats = self.p.customvision.stats
         self.report.cancelled = self.cancel.cancelled
         self.report.seconds = time.monotonic() - self.started
@@ -701,6 +792,11 @@ class _Run:
         return self.report
 
     def upload(self, batch: list[_Prepared]) -> list[UploadResult]:
+        """Upload a batch (in an upload thread), its waits capped by the run's budget."""
+        with self.p.customvision.wait_budget(self.wait_budget):
+            return self._upload(batch)
+
+    def _upload(self, batch: list[_Prepared]) -> list[UploadResult]:
         items = []
         for prepared in batch:
             blob = prepared.blob
@@ -721,6 +817,23 @@ class _Run:
                 "pushed_by": "percept-curator",
             }
         return self.p.customvision.upload(items, batch_metadata=metadata)
+
+    def label_existing(self, batch: list[_Prepared], image_id: str) -> list[UploadResult]:
+        """Put this push's tags and boxes on the project's image of the same content (in an upload thread)."""
+        [prepared] = batch
+        regions = tuple(self.regions.get(prepared.blob.name, ()))
+        with self.p.customvision.wait_budget(self.wait_budget):
+            try:
+                labelled = self.p.customvision.label_image(image_id, self.tag_ids, regions)
+            except CustomVisionError as exc:
+                if exc.code == "NotFoundImage":  # deleted in the portal since: upload it afresh
+                    return self._upload(batch)
+                raise
+        if not labelled.complete:
+            reason = f"the same image is already in the project, but {labelled.describe()}"
+            return [UploadResult(prepared.blob.name, PushStatus.REJECTED, image_id, reason)]
+        reason = f"duplicate, {labelled.describe()}"
+        return [UploadResult(prepared.blob.name, PushStatus.DUPLICATE, image_id, reason)]
 
     def collect(self, uploads: dict[Future, list[_Prepared]], *, wait_for_one: bool) -> None:
         if not uploads:
@@ -754,20 +867,14 @@ class _Run:
             prepared.blob,
             outcome,
             result.reason if outcome != Outcome.PUSHED else "",
-            image_id=result.image_id,
+            image_id=result.image_id if outcome in (Outcome.PUSHED, Outcome.DUPLICATE) else None,
             sha256=image.sha256,
             fitted=image.fitted,
             service_status=result.service_status,
         )
         for follower in self.followers.pop(prepared.blob.key, []):
             if outcome in (Outcome.PUSHED, Outcome.DUPLICATE):
-                self.settle(
-                    follower.blob,
-                    Outcome.DUPLICATE,
-                    f"same image as {prepared.blob.name}",
-                    image_id=result.image_id,
-                    sha256=image.sha256,
-                )
+                self.settle_follower(follower, prepared, result)
             else:
                 self.settle(
                     follower.blob,
@@ -775,6 +882,26 @@ class _Run:
                     f"same image as {prepared.blob.name}, which: {result.reason}",
                     sha256=image.sha256,
                 )
+
+    def settle_follower(self, follower: _Prepared, leader: _Prepared, result: UploadResult) -> None:
+        """A frame of the same content as one this run uploaded: that image, with the follower's own boxes."""
+        reason = f"same image as {leader.blob.name}"
+        boxes = tuple(self.regions.get(follower.blob.name, ()))
+        if boxes and result.image_id:  # rare (identical frames, different boxes): done here, on the run's thread
+            try:
+                with self.p.customvision.wait_budget(self.wait_budget):
+                    labelled = self.p.customvision.label_image(result.image_id, (), boxes)
+            except CustomVisionError as exc:
+                outcome = Outcome.FAILED if exc.retryable else Outcome.REFUSED
+                self.settle(
+                    follower.blob, outcome, f"{reason}, but its boxes: {exc.message}", sha256=follower.image.sha256
+                )
+                return
+            if not labelled.complete:
+                self.settle(follower.blob, Outcome.REFUSED, f"{reason}, but {labelled.describe()}")
+                return
+            reason = f"{reason}, {labelled.describe()}"
+        self.settle(follower.blob, Outcome.DUPLICATE, reason, image_id=result.image_id, sha256=follower.image.sha256)
 
 
 ReportT = TypeVar("ReportT")

@@ -111,7 +111,7 @@ def push_new_blob(stream: func.InputStream) -> ItemOutcome | None:
     except BlobError as error:
         logger.warning("Not pushed, and not retried: %s: %s", where, error)
         return None
-    data = _TriggeredBlobData(curator.data, blob, stream.read())
+    data = _TriggeredBlobData(curator.data, blob, stream)
     pipeline = PushPipeline(
         data,
         curator.locker,
@@ -173,15 +173,21 @@ def _timestamp(value: Any) -> datetime | None:
 
 
 class _TriggeredBlobData(RetrainingDataClient):
-    """The container, serving the triggering blob's bytes (which the host already read) without a second download."""
+    """The container, serving the triggering blob's bytes from the host's stream without a second download.
 
-    def __init__(self, data: RetrainingDataClient, blob: RetrainingBlob, content: bytes) -> None:
-        super().__init__(data.container_client)
+    The stream is read only when the pipeline asks for the bytes, after the size limit: a blob over
+    `percept_max_blob_bytes` is refused without being read.
+    """
+
+    def __init__(self, data: RetrainingDataClient, blob: RetrainingBlob, stream: func.InputStream) -> None:
+        super().__init__(data.container_client, max_blob_bytes=data.max_blob_bytes)
         self._inner = data
         self._key = blob.key
-        self._content = content if not blob.size or len(content) == blob.size else None
+        self._stream = stream
 
     def download(self, blob: RetrainingBlob) -> bytes:
-        if blob.key == self._key and self._content is not None:
-            return self._content
-        return self._inner.download(blob)
+        if blob.key != self._key:
+            return self._inner.download(blob)
+        self.refuse_if_too_large(blob)
+        content = self._stream.read()
+        return content if not blob.size or len(content) == blob.size else self._inner.download(blob)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import zlib
@@ -141,3 +142,81 @@ def test_near_duplicate_frames_of_a_burst_group_together_and_others_do_not():
     items.append(("elsewhere", items[0][1], "shelf-monitor 2.3", t0))  # another model version
     groups = near_duplicate_groups(items, max_distance=6)
     assert sorted(map(sorted, groups)) == [["b0", "b1", "b2"], ["elsewhere"], ["later"], ["other"]]
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A valid PNG that declares `width` x `height` pixels, with a tiny payload."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, just over the limit
+@pytest.mark.parametrize("side", [60_000, MAX_SIDE + 1])  # far over Pillow's own limit, and just over ours
+def test_one_pixel_limit_refuses_a_bomb_header_on_every_decode_path(side):
+    from percept_core.images import decode_for_display
+
+    bomb = _png_header(side, side)
+    with pytest.raises(NotAnImageError, match="decompression bomb"):
+        thumbnail(bomb)
+    with pytest.raises(NotAnImageError, match="decompression bomb"):
+        prepare_for_upload(bomb)
+    with pytest.raises(NotAnImageError, match="decompression bomb"):
+        decode_for_display(bomb, size=(960, 720))  # the annotator's larger view
+    with pytest.raises(NotAnImageError, match="decompression bomb"):
+        perceptual_hash(bomb)
+
+
+def test_the_larger_view_decodes_a_frame_reduced_to_about_its_size():
+    from percept_core.images import decode_for_display
+
+    view = decode_for_display(encode(Image.new("RGB", (3840, 2160), "green")), size=(960, 540))
+    assert view.mode == "RGB" and view.width <= 3840 and view.width >= 960 * 2 - 8
+
+
+def test_decoding_in_threads_leaves_the_process_warning_filters_alone():
+    """Warning filters are process-wide: a decode that swaps them (catch_warnings) races every other thread.
+
+    A probe Pillow consults first while it opens an image records what every thread sees at that moment.
+    """
+    import threading
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = [encode(Image.new("RGB", (64, 48), (i, 0, 0))) for i in range(8)]
+    bomb = _png_header(60_000, 60_000)
+    original, snapshot = warnings.filters, list(warnings.filters)
+    seen: list[bool] = []
+
+    def probe(prefix: bytes) -> bool:
+        seen.append(warnings.filters is original and warnings.filters == snapshot)
+        return False  # not ours: Pillow carries on with its own plugins
+
+    Image.init()
+    Image.register_open("FILTERPROBE", lambda *args: None, probe)
+    Image.ID.remove("FILTERPROBE")
+    Image.ID.insert(0, "FILTERPROBE")
+    start = threading.Barrier(8)
+
+    def decode(index: int) -> int:
+        start.wait()
+        for _ in range(50):
+            thumbnail(frames[index])
+            prepare_for_upload(frames[index])
+            with contextlib.suppress(NotAnImageError):
+                thumbnail(bomb)
+        return index
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(decode, range(8))) == list(range(8))
+    finally:
+        Image.ID.remove("FILTERPROBE")
+        del Image.OPEN["FILTERPROBE"]
+    assert len(seen) >= 8 * 50 * 3 and all(seen)
+    assert warnings.filters is original and warnings.filters == snapshot

@@ -123,3 +123,53 @@ def test_failed_pushes_are_retried_and_released_claims_leave_no_trace(ledger):
     claimed, _ = ledger.claim(KEYS[:2], PROJECT, ledger.new_run_id(), actor="b")
     assert claimed == KEYS[:2]
     assert ledger.summary(PROJECT) == {"pushing": 2}
+
+
+def test_a_run_that_lost_its_claim_leaves_the_run_that_took_it_alone(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    slow = Ledger(path)
+    taker = Ledger(path, lease_seconds=0.0)  # to it, the slow run's claim has expired
+    slow_run, taker_run = slow.new_run_id(), taker.new_run_id()
+    assert slow.claim(KEYS[:1], PROJECT, slow_run, actor="slow")[0] == KEYS[:1]
+    assert taker.claim(KEYS[:1], PROJECT, taker_run, actor="taker")[0] == KEYS[:1]
+
+    assert not slow.record_failed(KEYS[0], PROJECT, reason="timed out", actor="slow", retryable=True, claim=slow_run)
+    assert not slow.record_pushed(KEYS[0], PROJECT, image_id="late", sha256="aa", tags=[], actor="slow", claim=slow_run)
+    assert not slow.record_tags(KEYS[0], PROJECT, tags=["person"], actor="slow", claim=slow_run)
+    slow.release(KEYS[:1], PROJECT, slow_run)
+    [claim] = slow.claims(PROJECT)
+    assert (claim.key, claim.run_id, slow.record(KEYS[0], PROJECT).state) == (KEYS[0], taker_run, "pushing")
+    assert slow.heartbeat(KEYS[:1], PROJECT, slow_run) == KEYS[:1]  # the slow run learns it lost it
+    assert {e.outcome for e in slow.events(action="claim-lost")} == {"failed", "pushed", "retagged"}
+    assert not slow.events(action="push")
+
+    assert taker.record_pushed(KEYS[0], PROJECT, image_id="img", sha256="aa", tags=[], actor="taker", claim=taker_run)
+    record = slow.record(KEYS[0], PROJECT)
+    assert (record.state, record.image_id) == ("pushed", "img")
+
+
+def test_run_ids_are_unique_even_for_containers_that_share_a_hostname_and_pid(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "getpid", lambda: 1)  # pid 1 in every container
+    ledgers = [Ledger(tmp_path / "shared.sqlite") for _ in range(2)]
+    ids = [ledger.new_run_id() for ledger in ledgers for _ in range(500)]
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_live_run_in_another_container_with_our_hostname_is_not_taken_for_dead(tmp_path, monkeypatch):
+    """Its pid means nothing in our PID namespace: only its lease says whether it is alive."""
+    import os
+
+    import percept_core.ledger as ledger_module
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that does not exist here, but does in the other container
+    here = Ledger(tmp_path / "shared.sqlite")
+    monkeypatch.setattr(ledger_module, "_namespace_token", lambda: "elsewhere", raising=False)
+    monkeypatch.setattr(os, "getpid", lambda: gone.pid)
+    there = Ledger(tmp_path / "shared.sqlite")
+    monkeypatch.undo()
+    assert there.claim(KEYS[:1], PROJECT, there.new_run_id(), actor="container b")[0] == KEYS[:1]
+    claimed, skipped = here.claim(KEYS[:1], PROJECT, here.new_run_id(), actor="container a")
+    assert claimed == [] and skipped == {KEYS[0]: "being pushed by another run"}

@@ -16,7 +16,7 @@ import requests
 from percept_core import AuthenticationError, Curator, Ledger
 from tests.support.disk_scan import scan, writable_areas
 
-from .conftest import LOGGER, load_function_app
+from .conftest import LOGGER, input_stream, load_function_app
 
 BAD_REASONS = {
     "tampered": "integrity check",
@@ -228,3 +228,17 @@ def holds_any(path: Path, plaintexts: list[bytes]) -> bool:
     except OSError:
         return False
     return any(p[len(p) // 2 : len(p) // 2 + 48] in data for p in plaintexts)
+
+
+def test_a_blob_over_the_size_limit_is_refused_without_reading_it(host, stack, demo, caplog, monkeypatch):
+    monkeypatch.setenv("percept_max_blob_bytes", "1024")  # below a camera frame: every demo frame is "too large"
+    blob = good_blobs(stack, demo, 1)[0]
+    stream = input_stream(stack, host.container, blob.name)
+    host.module.push_blob.build().get_user_function()(stream)  # returns: retrying cannot make it smaller
+
+    assert host.images() == []
+    (warning,) = messages(caplog, logging.WARNING)
+    assert warning.startswith(f"Not pushed, and not retried: data/{blob.name} cannot be used: too large")
+    assert stream.read() == Curator(stack.settings()).data.download(blob)  # the host's stream was never read
+    (record,) = Ledger(host.ledger_path).records([blob.key]).values()
+    assert record.state == "undecryptable"
