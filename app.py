@@ -13,6 +13,8 @@ st.set_page_config(page_title="Percept Curator", page_icon=":material/photo_libr
 
 # The one gate every page passes: who is reviewing. With [auth] in Streamlit's secrets, only a signed-in
 # reviewer listed in percept_reviewers gets past it; everyone else gets a sign-in or refusal page, and stops.
+# Without [auth] only a loopback bind with no reviewers listed is let in (local use): it fails closed. Dialogs,
+# fragments and callbacks, which run without this script, ask again (_auth.require_reviewer, _auth.guarded).
 _auth.gate()
 
 navigation = st.navigation(

@@ -8,15 +8,16 @@ memory) and is not kept.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import streamlit as st
-from PIL import Image
 
+from pages import _auth
+from pages._text import md
 from percept_core import Curator, CuratorError, ProjectInfo, RetrainingBlob, TagNameError
 from percept_core.boxes import Box, boxes_of, same_boxes, save_boxes
+from percept_core.images import decode_for_display
 from percept_core.ledger import BlobRecord
 from percept_core.review import ReviewPush
 
@@ -88,7 +89,7 @@ def annotator(curator: Curator, project: ProjectInfo, blob: RetrainingBlob, reco
     from streamlit_image_annotation import detection  # its import pulls matplotlib: only when drawing
 
     if message := st.session_state.pop(MESSAGE_KEY, None):
-        (st.error if message[0] == "error" else st.success)(message[1])
+        (st.error if message[0] == "error" else st.success)(message[1])  # escaped where it was written
     tags = [t.name for t in curator.tags()]
     _new_tag(curator, first=not tags)
     if not tags:
@@ -99,14 +100,14 @@ def annotator(curator: Curator, project: ProjectInfo, blob: RetrainingBlob, reco
         try:
             saved = boxes_of(curator, blob) if record is not None and record.push_state == "pushed" else None
         except CuratorError as exc:
-            st.error(f"**The frame's boxes cannot be read:** {exc}", icon=":material/error:")
+            st.error(f"**The frame's boxes cannot be read:** {md(exc)}", icon=":material/error:")
             return
         drafts[key] = Draft(list(saved or []), saved)
     draft = drafts[key]
     try:
-        image = _decoded(curator.decrypt(blob))
+        image = decode_for_display(curator.decrypt(blob), size=ANNOTATOR_SIZE, what=f"Blob {blob.name!r}")
     except CuratorError as exc:
-        st.error(f"**{exc.reason}**  \n{exc}", icon=":material/broken_image:")
+        st.error(f"**{md(exc.reason)}**  \n{md(exc)}", icon=":material/broken_image:")
         return
     width, height = image.size
     by_name = {t.lower(): t for t in tags}
@@ -137,19 +138,12 @@ def annotator(curator: Curator, project: ProjectInfo, blob: RetrainingBlob, reco
     _actions(curator, blob, draft)
 
 
-def _decoded(plaintext: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(plaintext))
-    if image.format == "JPEG":  # decode at a reduced scale: the annotator shows at most ANNOTATOR_SIZE
-        image.draft("RGB", (ANNOTATOR_SIZE[0] * 2, ANNOTATOR_SIZE[1] * 2))
-    return image.convert("RGB")
-
-
 def _box_list(boxes: Sequence[Box]) -> None:
     if not boxes:
         st.markdown("No boxes on this frame yet.")
         return
     lines = [
-        f"Box {i}: **{b.tag}**, left {b.left:.1%}, top {b.top:.1%}, {b.width:.1%} × {b.height:.1%} of the frame"
+        f"Box {i}: **{md(b.tag)}**, left {b.left:.1%}, top {b.top:.1%}, {b.width:.1%} × {b.height:.1%} of the frame"
         for i, b in enumerate(boxes, 1)
     ]
     st.markdown("  \n".join(lines))
@@ -167,24 +161,32 @@ def _actions(curator: Curator, blob: RetrainingBlob, draft: Draft) -> None:
     left, middle, _ = st.columns([2, 2, 3])
     label = "Update boxes" if in_project else "Push with these boxes"
     if left.button(label, key="save_boxes", type="primary", disabled=in_project and not draft.changed):
+        _auth.require_reviewer()  # in a dialog, which reruns without app.py
         try:
             update = save_boxes(curator, blob, draft.boxes)
         except CuratorError as exc:
-            st.session_state[MESSAGE_KEY] = ("error", f"**Nothing was pushed.** {exc}")
+            st.session_state[MESSAGE_KEY] = ("error", f"**Nothing was pushed.** {md(exc)}")
         else:
             outcome = update.outcome
             if outcome is not None and not update.image_id:
-                st.session_state[MESSAGE_KEY] = ("error", f"**Not pushed ({outcome.outcome}):** {outcome.reason}")
+                not_pushed = f"**Not pushed ({md(outcome.outcome)}):** {md(outcome.reason)}"
+                st.session_state[MESSAGE_KEY] = ("error", not_pushed)
             else:
                 draft.saved = list(draft.boxes)
                 done = (
-                    f"**Boxes updated** on {blob.name}: {update.added} added, {update.removed} removed."
+                    f"**Boxes updated** on {md(blob.name)}: {update.added} added, {update.removed} removed."
                     if in_project
-                    else f"**Pushed:** {blob.name} with {_count(draft.boxes)}."
+                    else f"**Pushed:** {md(blob.name)} with {_count(draft.boxes)}."
                 )
                 st.session_state[MESSAGE_KEY] = ("success", done)
         st.rerun()  # the whole page: the tile's state changes too
-    middle.button("Discard changes", key="discard_boxes", disabled=not draft.changed, on_click=_discard, args=(draft,))
+    middle.button(
+        "Discard changes",
+        key="discard_boxes",
+        disabled=not draft.changed,
+        on_click=_auth.guarded(_discard),
+        args=(draft,),
+    )
 
 
 def _discard(draft: Draft) -> None:
@@ -204,17 +206,19 @@ def _new_tag(curator: Curator, *, first: bool) -> None:
             st.info("The project has no tags yet: every box needs one. Add a tag to start drawing.")
         name_column, add_column = st.columns([4, 1], vertical_alignment="bottom")
         name_column.text_input("New tag", key="new_box_tag", placeholder="e.g. forklift")
-        add_column.button("Add tag", key="add_box_tag", width="stretch", on_click=_add_tag, args=(curator,))
+        add_column.button(
+            "Add tag", key="add_box_tag", width="stretch", on_click=_auth.guarded(_add_tag), args=(curator,)
+        )
 
 
 def _add_tag(curator: Curator) -> None:
     try:
         tag = curator.create_tag(st.session_state.get("new_box_tag", ""))
     except TagNameError as exc:
-        st.session_state[MESSAGE_KEY] = ("error", str(exc))
+        st.session_state[MESSAGE_KEY] = ("error", md(exc))
         return
     except CuratorError as exc:
-        st.session_state[MESSAGE_KEY] = ("error", f"The tag could not be created: {exc}")
+        st.session_state[MESSAGE_KEY] = ("error", f"The tag could not be created: {md(exc)}")
         return
     st.session_state["new_box_tag"] = ""
-    st.session_state[MESSAGE_KEY] = ("success", f"Tag {tag.name!r} created.")
+    st.session_state[MESSAGE_KEY] = ("success", f"Tag {md(repr(tag.name))} created.")

@@ -20,11 +20,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages import _annotate, _keys
+from pages import _annotate, _auth, _keys
+from pages._text import md
 from percept_core import ConfigError, Curator, CuratorError, RetrainingBlob, Settings
 from percept_core.blobs import BlobFilter
 from percept_core.bursts import Burst
 from percept_core.connections import environment_label, quick_health, targets
+from percept_core.csvsafe import safe_csv_bytes
 from percept_core.curator import ConnectionCheck
 from percept_core.customvision import CustomVisionClient, ProjectInfo
 from percept_core.images import PreviewCache
@@ -147,8 +149,8 @@ def project(curator: Curator) -> ProjectInfo:
 
 def show_error(title: str, exc: BaseException) -> None:
     hint = getattr(exc, "hint", None)
-    message = getattr(exc, "message", None) or str(exc)
-    st.error(f"**{title}.** {message}" + (f"  \n{hint}" if hint else ""), icon=":material/error:")
+    message = getattr(exc, "message", None) or str(exc)  # may quote a blob's name or metadata: text, not Markdown
+    st.error(f"**{title}.** {md(message)}" + (f"  \n{hint}" if hint else ""), icon=":material/error:")
 
 
 def preview_cache() -> PreviewCache:
@@ -198,7 +200,7 @@ def project_picker(settings: Settings) -> None:
     try:
         projects = _projects(_fingerprint(settings), settings)
     except CuratorError as exc:
-        st.caption(f"The projects cannot be listed: {exc.message}")
+        st.caption(f"The projects cannot be listed: {md(exc.message)}")
         return
     default = settings.custom_vision_project_id
     ordered = sorted(projects, key=lambda p: (p.id != default, p.name.lower()))
@@ -214,7 +216,7 @@ def project_picker(settings: Settings) -> None:
         list(names),
         format_func=names.__getitem__,
         key=PROJECT_KEY,
-        on_change=_project_picked,
+        on_change=_auth.guarded(_project_picked),
         help="The projects this training key can see. Tags, pushes and push state follow the project picked.",
     )
 
@@ -233,9 +235,9 @@ def sidebar() -> None:
         try:
             settings = Settings.load()
         except ConfigError as exc:
-            st.error(f"Settings: {exc}")
+            st.error(f"Settings: {md(exc)}")
             return
-        st.caption(f"**{environment_label(settings)}**")
+        st.caption(f"**{md(environment_label(settings))}**")
         try:
             picked = project_curator()
             health = _health(f"{_fingerprint(settings)}:{picked.settings.custom_vision_project_id}", picked)
@@ -246,12 +248,12 @@ def sidebar() -> None:
             dot = ":gray[○]" if check is None or target.local is None else (":green[●]" if check.ok else ":red[●]")
             where = target.where
             if target.service == "Custom Vision" and check is not None and check.ok:
-                where = check.message
+                where = md(check.message)  # names the project, as Custom Vision calls it: text, not Markdown
             lines = f"{dot} **{target.service}**  \n{where}" + (f"  \n{target.detail}" if target.detail else "")
-            st.markdown(lines, help=None if check is None else check.message)
+            st.markdown(lines, help=None if check is None else md(check.message))
         if settings.custom_vision_endpoint and settings.custom_vision_training_key:
             project_picker(settings)
-        st.caption(f"Reviewer: {reviewer()}")
+        st.caption(f"Reviewer: {md(reviewer())}")
         _keys.install(columns=TILE_COLUMNS)  # here, on every page: see _keys
 
 
@@ -304,10 +306,10 @@ def remember_models(blobs: Iterable[RetrainingBlob]) -> None:
 
 def pager_controls(pager: Pager, shown: int, *, key: str) -> None:
     left, middle, right = st.columns([1, 4, 1], vertical_alignment="center")
-    left.button("Previous", key=f"{key}_prev", disabled=not pager.has_previous, on_click=pager.previous)
+    left.button("Previous", key=f"{key}_prev", disabled=not pager.has_previous, on_click=_auth.guarded(pager.previous))
     more = "more after it" if pager.has_next else "the last page"
     middle.markdown(f"Page {pager.number} · {shown} blobs · {more}")
-    right.button("Next", key=f"{key}_next", disabled=not pager.has_next, on_click=pager.next)
+    right.button("Next", key=f"{key}_next", disabled=not pager.has_next, on_click=_auth.guarded(pager.next))
 
 
 # -- selection ---------------------------------------------------------------------------------------
@@ -423,7 +425,7 @@ def tile_caption(blob: RetrainingBlob) -> str:
     captured = f"{blob.captured_at:%Y-%m-%d %H:%M:%S}" if blob.captured_at else "capture time unknown"
     confidence = f"{blob.confidence:g}%" if blob.confidence is not None else "confidence ?"
     model = f"{blob.model_name or '?'} {blob.model_version or '?'}"
-    return f"{captured} · {confidence} · {model}"
+    return f"{captured} · {confidence} · {md(model)}"
 
 
 def gallery(
@@ -461,8 +463,8 @@ def _tile(
     if isinstance(thumbnail, bytes):
         st.image(thumbnail, width="stretch")
     else:
-        st.error(f"**{getattr(thumbnail, 'reason', 'no preview')}**", icon=":material/broken_image:")
-        st.caption(getattr(thumbnail, "message", ""))
+        st.error(f"**{md(getattr(thumbnail, 'reason', 'no preview'))}**", icon=":material/broken_image:")
+        st.caption(md(getattr(thumbnail, "message", "")))
     state = curator.state_of(blob, records.get(blob.key))
     st.badge(state, color=STATE_COLOURS.get(state, "gray"))
     st.caption(tile_caption(blob))
@@ -472,19 +474,20 @@ def _tile(
         summary = ", ".join(f"{states[s]} {s}" for s in sorted(states, key=lambda s: order.get(s, len(order))))
         st.caption(f":material/burst_mode: **{len(item)} near-identical frames** ({summary})")
     if note:
-        st.caption(note)
+        st.caption(note)  # the app's own words (see _annotate.tile_note): counts, no outside text
     for member in members:
         if member.name in picked.reasons:
-            st.warning(picked.reasons[member.name], icon=":material/report:")
+            st.warning(md(picked.reasons[member.name]), icon=":material/report:")
     key = _pick_key(blob.name, picked.generation)
     st.session_state[key] = blob.name in picked
-    st.checkbox(blob.name, key=key, on_change=_toggle, args=(item, key, picked.generation))
+    # A label is Markdown: the name, escaped, shows as written (a name like `![x](http://...)` loads nothing).
+    st.checkbox(md(blob.name), key=key, on_change=_auth.guarded(_toggle), args=(item, key, picked.generation))
     st.button(
         "Larger view",
         key=f"open:{blob.name}",
         type="tertiary",
         icon=":material/open_in_full:",
-        on_click=_open,
+        on_click=_auth.guarded(_open),
         args=(blob.name,),
     )
 
@@ -525,14 +528,15 @@ def larger_view(
     thumbnails: dict[tuple[str, str, str], bytes | CuratorError] | None = None,
 ) -> None:
     """The full decrypted frame (shown, not kept), or for object detection the annotator; everything known."""
-    st.markdown(f"**{blob.name}**")
+    _auth.require_reviewer()  # a dialog reruns without app.py: who is acting is decided again here
+    st.markdown(f"**{md(blob.name)}**")
     if project.is_detection:
         _annotate.annotator(curator, project, blob, record)
     else:
         try:
             st.image(curator.decrypt(blob), width="stretch")
         except CuratorError as exc:
-            st.error(f"**{exc.reason}**  \n{exc}", icon=":material/broken_image:")
+            st.error(f"**{md(exc.reason)}**  \n{md(exc)}", icon=":material/broken_image:")
     if burst is not None:
         _burst_strip(curator, burst, thumbnails or {})
     facts: dict[str, Any] = {
@@ -555,8 +559,9 @@ def larger_view(
             "ledger reason": record.push_reason or record.reason,
             "sha256": record.sha256,
         }
-    facts |= {f"metadata: {k}": v for k, v in sorted(blob.metadata.items())}
-    table = pd.DataFrame([{"field": k, "value": "" if v is None else str(v)} for k, v in facts.items()])
+    facts |= {f"metadata: {md(k)}": v for k, v in sorted(blob.metadata.items())}
+    # A table's cells are Markdown: every value (names, metadata, reasons) is escaped to show as written.
+    table = pd.DataFrame([{"field": k, "value": "" if v is None else md(v)} for k, v in facts.items()])
     st.table(table.set_index("field"))
     if st.button("Close", key="close_view"):
         _close()
@@ -572,7 +577,7 @@ def _burst_strip(curator: Curator, burst: Burst, thumbnails: dict[tuple[str, str
             small = thumbnails.get(other.key)
             if isinstance(small, bytes):
                 st.image(small, width="stretch")
-            st.caption(f"{other.name} · {curator.state_of(other, records.get(other.key))}")
+            st.caption(f"{md(other.name)} · {curator.state_of(other, records.get(other.key))}")
     if len(burst.others) > TILE_COLUMNS:
         st.caption(f"… and {len(burst.others) - TILE_COLUMNS} more.")
 
@@ -677,8 +682,9 @@ def show_last_result() -> None:
 
 
 def csv_bytes(rows: Sequence[dict[str, Any]] | pd.DataFrame, columns: Sequence[str] | None = None) -> bytes:
+    """A CSV download whose cells cannot start a spreadsheet formula (blob names and reasons come from outside)."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=columns)
-    return frame.to_csv(index=False).encode()
+    return safe_csv_bytes(frame)
 
 
 if __name__ == "__main__":  # opened as a page by Streamlit's pages/ folder mode: show the app instead

@@ -5,7 +5,8 @@ from datetime import datetime, time
 import pandas as pd
 import streamlit as st
 
-from pages import _ui
+from pages import _auth, _ui
+from pages._text import md
 from percept_core import CuratorError
 from percept_core.activity import COLUMNS, activity_rows, outcomes, project_state, pushes_per_day
 from percept_core.customvision import TrainingNotPossible
@@ -70,7 +71,7 @@ with right:
         st.bar_chart(tally, x="what", y="events", horizontal=True, height=260)
 
 # -- the Custom Vision project and training ---------------------------------------------------------------------
-st.subheader(f"Custom Vision project: {project.name}")
+st.subheader(f"Custom Vision project: {md(project.name)}")
 try:
     state = project_state(curator)
 except CuratorError as exc:
@@ -101,6 +102,7 @@ right.dataframe(
 @st.fragment(run_every=2.0)
 def training_progress(iteration_id: str) -> None:
     """The iteration's status every two seconds until it finishes; then the whole page shows the result."""
+    _auth.require_reviewer()  # a fragment reruns without app.py
     try:
         info = curator.customvision.iteration(iteration_id)
     except CuratorError as exc:
@@ -109,14 +111,15 @@ def training_progress(iteration_id: str) -> None:
     if info.finished:
         st.rerun()
     started = f", started {info.created.astimezone():%H:%M:%S}" if info.created else ""
-    st.info(f"**{info.name}**: {info.status}{started}", icon=":material/model_training:")
+    st.info(f"**{md(info.name)}**: {md(info.status)}{started}", icon=":material/model_training:")
 
 
 if st.button("Train now", type="primary", icon=":material/model_training:", disabled=state.training is not None):
+    _auth.require_reviewer()
     try:
         st.session_state["training_id"] = curator.train().id
     except TrainingNotPossible as exc:
-        st.error(f"**Custom Vision cannot train the project now:** {exc.message}", icon=":material/block:")
+        st.error(f"**Custom Vision cannot train the project now:** {md(exc.message)}", icon=":material/block:")
     except CuratorError as exc:
         _ui.show_error("Training could not start", exc)
     else:
@@ -125,6 +128,6 @@ iteration_id = state.training.id if state.training else st.session_state.get("tr
 if iteration_id:
     iteration = next((i for i in state.iterations if i.id == iteration_id), None)
     if iteration is not None and iteration.finished:
-        st.success(f"**{iteration.name}** finished training: {iteration.status}.", icon=":material/task_alt:")
+        st.success(f"**{md(iteration.name)}** finished training: {md(iteration.status)}.", icon=":material/task_alt:")
     else:
         training_progress(iteration_id)

@@ -3,7 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from pages import _ui
+from pages import _auth, _ui
+from pages._text import md
 from percept_core import ConfigError, Settings
 
 _ui.through_app()
@@ -26,10 +27,11 @@ st.dataframe(
 )
 
 if st.button("Test connections", type="primary", icon=":material/network_check:"):
+    _auth.require_reviewer()
     with st.spinner("Reaching storage, the MM server and Custom Vision…"):
         checks = _ui.shared_curator().check_connections()
     for check in checks:
         if check.ok:
-            st.success(f"**{check.service}**: {check.message}", icon=":material/check_circle:")
+            st.success(f"**{check.service}**: {md(check.message)}", icon=":material/check_circle:")
         else:
-            st.error(f"**{check.service}**: {check.message}", icon=":material/error:")
+            st.error(f"**{check.service}**: {md(check.message)}", icon=":material/error:")

@@ -3,7 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from pages import _ui
+from pages import _auth, _ui
+from pages._text import md
 from percept_core.jobs import expected_items, interrupted
 from percept_core.pipeline import BackgroundPush, DryRunReport
 from percept_core.review import outcome_counts
@@ -16,7 +17,7 @@ jobs = _ui.push_jobs()
 dry_run_key = f"dry_run:{project.id}"
 st.title("Push untagged")
 st.caption(
-    f"Every blob that is not yet in **{project.name}** and not rejected goes there as an untagged image, "
+    f"Every blob that is not yet in **{md(project.name)}** and not rejected goes there as an untagged image, "
     "as the original Azure Function did. A dry run counts first; nothing is pushed twice."
 )
 
@@ -27,13 +28,15 @@ def stop_confirming() -> None:
 
 @st.dialog("Confirm push", on_dismiss=stop_confirming)
 def confirm_push(report: DryRunReport) -> None:
+    _auth.require_reviewer()  # a dialog reruns without app.py: who is acting is decided again here
     st.markdown(
-        f"Push **{report.eligible:,}** images untagged to **{project.name}** ({project.kind})?  \n"
+        f"Push **{report.eligible:,}** images untagged to **{md(project.name)}** ({md(project.kind)})?  \n"
         "The run goes on in the background if you close this tab."
     )
     if report.headroom is not None and report.eligible > report.headroom:
         st.warning(f"The project has room for {report.headroom:,} more images only; the rest will fail.")
     if st.button("Confirm push", type="primary"):
+        _auth.require_reviewer()
         jobs.start_push_all(curator, total=expected_items(report))
         st.session_state.pop(dry_run_key, None)  # counted before this run: a new dry run counts again
         stop_confirming()
@@ -45,6 +48,7 @@ def confirm_push(report: DryRunReport) -> None:
 
 @st.fragment(run_every=1.0)
 def live_progress() -> None:
+    _auth.require_reviewer()  # a fragment reruns without app.py
     job = jobs.current(project.id)
     if job is None or not job.running:
         st.rerun()  # finished: the whole page shows the result
@@ -57,7 +61,8 @@ def live_progress() -> None:
     outcomes = ("pushed", "duplicate", "skipped", "undecryptable", "refused", "failed")
     for column, outcome in zip(st.columns(len(outcomes)), outcomes, strict=True):
         column.metric(outcome.capitalize(), f"{counts.get(outcome, 0):,}")
-    st.button("Cancel", on_click=job.cancel, icon=":material/cancel:", disabled=job.cancel_token.cancelled)
+    cancelled = job.cancel_token.cancelled
+    st.button("Cancel", on_click=_auth.guarded(job.cancel), icon=":material/cancel:", disabled=cancelled)
     if job.cancel_token.cancelled:
         st.caption("Cancelling: the batches in flight finish first.")
 
@@ -104,6 +109,7 @@ def show_dry_run(report: DryRunReport) -> None:
         ("Being pushed by another run", report.in_progress),
         ("Duplicates by content", report.duplicates_by_content),
         *((f"Cannot decrypt: {reason}", n) for reason, n in sorted(report.undecryptable.items())),
+        ("Changed since listed (run the dry run again)", report.stale),
         ("Images in the project", report.project_images),
         ("Project image quota", report.project_quota),
         ("Headroom", report.headroom),
@@ -142,6 +148,7 @@ if running:
     st.stop()
 
 if st.button("Dry run", icon=":material/fact_check:"):
+    _auth.require_reviewer()
     status = st.status("Dry run: listing and checking blobs…")
     line = status.empty()
     report = curator.push_all_untagged(

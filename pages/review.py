@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from pages import _annotate, _keys, _ui
+from pages import _annotate, _auth, _keys, _ui
+from pages._text import md
 from percept_core import CuratorError, TagNameError
 from percept_core.bursts import WINDOW_SECONDS, collapse, find_bursts, page_hashes
 from percept_core.review import outcome_counts, push_reviewed, reject, restore
@@ -34,6 +35,8 @@ _ui.remember_bursts(page.blobs, bursts, max_distance=distance)
 
 
 # -- act: selection, tags, push, reject, restore ---------------------------------------------------------
+# Callbacks run before app.py's gate: each is wrapped in _auth.guarded (it acts only while the reviewer is still
+# let in), and each action below asks again (_auth.require_reviewer) at the moment it acts.
 def select_all_matching() -> None:
     matching = list(curator.blobs(pager.query.blob_filter, states=pager.query.states))
     picked.add(matching)
@@ -69,20 +72,22 @@ else:
         "Tags", [t.name for t in curator.tags()], key="push_tags", placeholder="None: push untagged"
     )
     new_column.text_input("New tag", key="new_tag", placeholder="e.g. forklift")
-    add_column.button("Add tag", on_click=add_tag, width="stretch")
+    add_column.button("Add tag", on_click=_auth.guarded(add_tag), width="stretch")
 if message := st.session_state.pop("tag_message", None):
-    (st.error if message[0] == "error" else st.success)(message[1])
+    (st.error if message[0] == "error" else st.success)(md(message[1]))
 chosen_tags = [] if project.is_detection else st.session_state.get("push_tags", [])
 
 buttons = st.columns([2, 2, 3, 2, 2, 2, 2, 2])
-buttons[0].button("Select page", key="select_page", on_click=picked.add, args=(page.blobs,))
-buttons[1].button("Clear selection", key="clear_selection", on_click=picked.clear)
-buttons[2].button("Select all matching", on_click=select_all_matching)
+buttons[0].button("Select page", key="select_page", on_click=_auth.guarded(picked.add), args=(page.blobs,))
+buttons[1].button("Clear selection", key="clear_selection", on_click=_auth.guarded(picked.clear))
+buttons[2].button("Select all matching", on_click=_auth.guarded(select_all_matching))
 busy = _ui.session_pushing()  # a push of this session's is going on: one action at a time
 push = buttons[3].button("Push selected", key="push_selected", type="primary", disabled=not picked or busy)
 reject_clicked = buttons[4].button("Reject selected", key="reject_selected", disabled=not picked or busy)
 restore_clicked = buttons[5].button("Restore", disabled=not picked or busy)
-buttons[6].button("Refresh", on_click=pager.refresh, help="List this page again: new uploads, others' decisions")
+buttons[6].button(
+    "Refresh", on_click=_auth.guarded(pager.refresh), help="List this page again: new uploads, others' decisions"
+)
 with buttons[7]:
     show_shortcuts = _keys.help_button()
 if note := st.session_state.pop("select_all_note", None):
@@ -91,7 +96,7 @@ on_page = sum(1 for b in page.blobs if b.name in picked)
 with_boxes = _annotate.boxes_to_push(project.id, picked.items()) if project.is_detection else {}
 st.caption(
     f"{len(picked):,} selected ({on_page} on this page) · push "
-    + (f"with tags {', '.join(chosen_tags)}" if chosen_tags else "untagged")
+    + (f"with tags {md(', '.join(chosen_tags))}" if chosen_tags else "untagged")
     + (f" · {len(with_boxes)} with boxes to push" if with_boxes else "")
 )
 
@@ -108,14 +113,14 @@ collapse_column, every_column, about_column = st.columns([2, 2, 5], vertical_ali
 collapsed = collapse_column.toggle(
     "Collapse near-duplicates",
     key="collapse_bursts",
-    on_change=keep,
+    on_change=_auth.guarded(keep),
     args=("collapse_bursts",),
     help="Show each burst of near-identical frames as one tile",
 )
 every_frame = every_column.checkbox(
     "Push every frame of a burst",
     key="push_every_frame",
-    on_change=keep,
+    on_change=_auth.guarded(keep),
     args=("push_every_frame",),
     disabled=not collapsed,
     help="Off: a burst's tile pushes the frame that stands for it and marks the others near-duplicates "
@@ -136,6 +141,7 @@ if not project.is_detection:
         remove = st.multiselect("Remove tags", tag_names, key="retag_remove")
         retag_clicked = st.button("Re-tag selected", disabled=not picked or not (add or remove) or busy)
     if retag_clicked and not busy:
+        _auth.require_reviewer()
         with _ui.action_errors("Re-tagging"):
             items = picked.items()
             outcomes = curator.retag(items, add=add, remove=remove)
@@ -147,6 +153,7 @@ if not project.is_detection:
             st.rerun()
 
 if push and not busy:  # in a thread: clicking on meanwhile does not cut it short (see _ui.start_session_push)
+    _auth.require_reviewer()
     items = picked.items()
     bursts_known = _ui.known_bursts() if collapsed else ()
     _ui.start_session_push(
@@ -176,6 +183,7 @@ if pushed := _ui.finished_session_push("Pushing"):
         st.rerun()
 
 if (reject_clicked or restore_clicked) and not busy:
+    _auth.require_reviewer()
     with _ui.action_errors("Rejecting" if reject_clicked else "Restoring"):
         items = picked.items()
         decide = reject if reject_clicked else restore

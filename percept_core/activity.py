@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .csvsafe import csv_text
 from .customvision import IterationInfo, ProjectInfo, TagInfo
 from .ledger import Ledger
 from .pipeline import PROJECT_IMAGE_QUOTA
@@ -44,6 +45,11 @@ def activity_rows(ledger: Ledger, *, project_id: str | None = None, limit: int |
             }
         )
     return rows
+
+
+def activity_csv(rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV under COLUMNS, safe to open in a spreadsheet: no cell starts a formula (see csvsafe)."""
+    return csv_text(rows, COLUMNS)
 
 
 def pushes_per_day(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -96,4 +102,4 @@ def project_state(curator: Curator) -> ProjectState:
     )
 
 
-__all__ = ["COLUMNS", "ProjectState", "activity_rows", "outcomes", "project_state", "pushes_per_day"]
+__all__ = ["COLUMNS", "ProjectState", "activity_csv", "activity_rows", "outcomes", "project_state", "pushes_per_day"]

@@ -12,6 +12,7 @@ import streamlit as st
 from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
 from streamlit.testing.v1 import AppTest
 
+from pages._text import unescape
 from percept_core import Curator
 from percept_core.config import _SPECS
 
@@ -38,14 +39,22 @@ class AppHarness:
     ledger_path: Path
 
     def open(
-        self, page: str | None = None, *, user: dict | None = None, collapse_bursts: bool | None = False
+        self,
+        page: str | None = None,
+        *,
+        user: dict | None = None,
+        secrets: dict | None = None,
+        collapse_bursts: bool | None = False,
     ) -> AppTest:
         """A fresh session of the app (a new browser tab), on `page` (e.g. "pages/activity.py").
 
         Bursts are shown frame by frame unless `collapse_bursts` says otherwise (None: the app's default, on),
-        so that tests about single tiles see every frame.
+        so that tests about single tiles see every frame. `secrets` are Streamlit's secrets of the session
+        (`[auth]`, say); `user` is who st.user says is signed in.
         """
         at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+        if secrets is not None:
+            at.secrets = secrets
         if collapse_bursts is not None:
             at.session_state["kept:collapse_bursts"] = collapse_bursts
         if user is not None:
@@ -86,6 +95,22 @@ class AppHarness:
                     break
                 skip += 256
         return found
+
+
+@pytest.fixture(autouse=True)
+def server_address() -> Iterator[Callable[[str], None]]:
+    """The app's `server.address`, 127.0.0.1 as .streamlit/config.toml binds it (the option Streamlit read at
+    start may come from another folder's config); a test binds elsewhere by calling what this yields."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+
+    def bind(address: str) -> None:
+        config.set_option("server.address", address)
+
+    bind("127.0.0.1")
+    yield bind
+    config.set_option("server.address", before)
 
 
 @pytest.fixture
@@ -171,17 +196,17 @@ def tile_checkboxes(at: AppTest) -> list:
 
 
 def tile_names(at: AppTest) -> list[str]:
-    """The blob names of the tiles shown, in order."""
-    return [c.label for c in tile_checkboxes(at)]
+    """The blob names of the tiles shown, in order (as a reviewer reads them: the labels are escaped Markdown)."""
+    return [unescape(c.label) for c in tile_checkboxes(at)]
 
 
 def ticked(at: AppTest) -> set[str]:
-    return {c.label for c in tile_checkboxes(at) if c.value}
+    return {unescape(c.label) for c in tile_checkboxes(at) if c.value}
 
 
 def tile_checkbox(at: AppTest, name: str):
     """The checkbox of the tile of `name`."""
-    [checkbox] = [c for c in tile_checkboxes(at) if c.label == name]
+    [checkbox] = [c for c in tile_checkboxes(at) if unescape(c.label) == name]
     return checkbox
 
 

@@ -90,23 +90,42 @@ def app_server(stack, demo, tmp_path) -> Iterator[tuple[StreamlitServer, str, ob
 
 @dataclass(frozen=True)
 class Person:
-    """Someone the local provider can sign in: `sub` labels their button on its authorization page."""
+    """Someone the local provider can sign in: `sub` labels their button on its authorization page. Their ID
+    token carries `oid` and `tid` as Entra ID's does (the provider passes claims it does not know through), and
+    `email_verified` as an OpenID Connect provider that verified the address does."""
 
     sub: str
     email: str | None
     name: str
+    oid: str | None = None
+    tid: str | None = None
+    email_verified: bool = True
 
     @property
     def user(self) -> User:
-        claims = {"name": self.name} | ({"email": self.email} if self.email else {})
+        claims: dict[str, object] = {"name": self.name}
+        if self.email:
+            claims |= {"email": self.email, "email_verified": self.email_verified}
+        claims |= {k: v for k, v in (("oid", self.oid), ("tid", self.tid)) if v}
         return User(sub=self.sub, claims=claims)
 
+    @property
+    def account(self) -> str:
+        """Their entry in percept_reviewers by account: `<tenant id>/<object id>`."""
+        return f"{self.tid}/{self.oid}"
 
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+OTHER_TENANT = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
 # The reviewer's e-mail in mixed case: the allow-list is matched case-insensitively, the ledger records it lowered.
-ALICE = Person("alice", "Alice@Contoso.example", "Alice Reviewer")
-MALLORY = Person("mallory", "mallory@fabrikam.example", "Mallory Outsider")
-NOBODY = Person("no-email", None, "No E-mail")  # an account whose ID token carries no e-mail
-PEOPLE = (ALICE, MALLORY, NOBODY)
+ALICE = Person("alice", "Alice@Contoso.example", "Alice Reviewer", "3d4c1a55-0d9b-4a8e-9d2f-6f1c2b7a0a11", TENANT)
+MALLORY = Person(
+    "mallory", "mallory@fabrikam.example", "Mallory Outsider", "9a7e6f10-3b1c-4f59-8c1e-2d0b5e4f7c22", OTHER_TENANT
+)
+NOBODY = Person("no-email", None, "No E-mail")  # an account whose ID token carries neither an e-mail nor an oid
+# Claims a listed reviewer's e-mail, but the provider did not verify it: an address anyone can be given.
+EVE = Person("eve", "bob@contoso.example", "Eve Unverified", "5b0e2d9c-7a61-4d3f-a8b4-0c9e1f2d3a33", TENANT, False)
+PEOPLE = (ALICE, MALLORY, NOBODY, EVE)
 CLIENT_ID = "percept-curator"
 
 

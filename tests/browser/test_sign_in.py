@@ -7,16 +7,23 @@ The browser uses 127.0.0.1, the host written in `redirect_uri`: the login cookie
 from __future__ import annotations
 
 import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from playwright.sync_api import Page, expect
 from streamlit.testing.v1 import AppTest
 
+from devstack.servers import free_port
+from pages._text import unescape
 from percept_core import Curator, Ledger
 from percept_core.ledger import default_actor
+from tests.support.frames import jpeg, upload_frames
+from tests.support.streamlit_server import StreamlitServer
 
-from .conftest import ALICE, MALLORY, NOBODY, keep_offline, oidc_provider, sign_in, sign_out
+from .conftest import ALICE, EVE, MALLORY, NOBODY, keep_offline, oidc_provider, sign_in, sign_out
 
 pytestmark = pytest.mark.browser
 
@@ -173,19 +180,134 @@ def test_secrets_that_cannot_be_read_let_no_one_in(start_signed_app, provider, o
     assert not app.ledger_path.exists()
 
 
+def test_a_reviewer_listed_by_tenant_and_object_id_is_let_in_and_recorded_by_their_verified_e_mail(
+    start_signed_app, provider, offline_page, stack
+):
+    page = offline_page
+    app = start_signed_app(provider, reviewers=f"bob@contoso.example, {ALICE.account}")  # no e-mail of Alice's
+    sign_in(page, app.server.url, ALICE)
+    expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible()
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    expect(sidebar.get_by_text(f"Signed in as {ALICE.email.lower()}")).to_be_visible()  # verified: the ledger's name
+
+
+def test_a_listed_e_mail_the_provider_did_not_verify_lets_no_one_in(start_signed_app, provider, offline_page, stack):
+    page = offline_page
+    app = start_signed_app(provider, reviewers=f"{EVE.email}, {ALICE.account}")
+    data = data_of(stack, app.project_id)
+    sign_in(page, app.server.url, EVE)
+    expect_nothing_but(page, f"Your sign-in did not prove that {EVE.email} is yours", data, buttons={"Sign out"})
+    assert "does not prove the e-mail" in app.server.log_text()
+    assert not app.ledger_path.exists()
+
+
+def test_a_reviewer_taken_off_the_list_while_the_push_dialog_is_open_pushes_nothing(
+    start_signed_app, provider, offline_page, stack, artifacts_dir
+):
+    """A dialog reruns on its own, without app.py's gate; the list is read again at the click, no restart."""
+    page = offline_page
+    app = start_signed_app(provider, reviewers=ALICE.email)
+    sign_in(page, app.server.url, ALICE)
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Push untagged").click()
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.get_by_role("heading", name="Dry run")).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Push all untagged").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_role("button", name="Confirm push")).to_be_visible()
+
+    secrets_text = app.auth.path.read_text(encoding="utf-8")
+    app.auth.path.write_text(
+        secrets_text.replace(f'percept_reviewers = "{ALICE.email}"', 'percept_reviewers = "bob@contoso.example"'),
+        encoding="utf-8",
+    )
+    dialog.get_by_role("button", name="Confirm push").click()
+
+    expect(page.get_by_text(f"{ALICE.email.lower()} is not allowed to use this app.")).to_be_visible()
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    page.screenshot(path=artifacts_dir / "taken-off.png")
+    assert stack.emulator.images(app.project_id) == []
+    assert Ledger(app.ledger_path).events(action="push") == []
+
+
+class _Hits(BaseHTTPRequestHandler):
+    """Counts every request (a browser that renders a name as Markdown or HTML loads the image it names)."""
+
+    hits: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).hits.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def test_blob_names_that_are_markdown_or_html_show_as_written_and_load_nothing(page, stack, demo, tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Hits)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    names = [
+        f"![x](http://127.0.0.1:{port}/markdown.png).jpg.dec",
+        f'<img src="http://127.0.0.1:{port}/html.png">.jpg.dec',
+        "**bold** :red[red] $x$ _it_.jpg.dec",
+    ]
+    container = f"markdown{port}"
+    upload_frames(stack, container, [jpeg(6000 + i, (160, 120)) for i in range(len(names))], names=names)
+    env = stack.environment(
+        custom_vision_project_id=stack.new_project("markdown"),
+        percept_ledger_path=str(tmp_path / "ledger.sqlite"),
+        mm_telemetry_storage_container=container,
+    )
+    app = StreamlitServer.start(env, workdir=tmp_path / "app")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    try:
+        page.goto(app.url)
+        expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible()
+        for name in names:
+            expect(page.get_by_text(name, exact=True)).to_be_visible()  # the whole name, as written
+        main = page.locator('[data-testid="stMain"]')
+        expect(main.locator("strong", has_text="bold")).to_have_count(0)
+        expect(main.locator(f'img[src*="127.0.0.1:{port}"]')).to_have_count(0)
+        expect(main.locator(".katex")).to_have_count(0)
+        page.get_by_role("button", name="Larger view").first.click()
+        expect(page.get_by_role("dialog")).to_be_visible()
+        expect(page.get_by_role("dialog").locator(f'img[src*="127.0.0.1:{port}"]')).to_have_count(0)
+    finally:
+        app.stop()
+        server.shutdown()
+    assert [url for url in requested if f"127.0.0.1:{port}" in url] == []
+    assert _Hits.hits == []
+
+
 # -- the gate's other refusals, decided without a browser (AppTest, with [auth] in its secrets) -----------------
 
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"  # the Directory (tenant) id the metadata URL names
 AUTH = {
     "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
     "cookie_secret": "a cookie secret of thirty-two characters",
     "client_id": "percept-curator",
     "client_secret": "a client secret",
-    "server_metadata_url": "https://login.microsoftonline.com/contoso.example/v2.0/.well-known/openid-configuration",
+    "server_metadata_url": f"https://login.microsoftonline.com/{TENANT}/v2.0/.well-known/openid-configuration",
 }
 
 
+@pytest.fixture(autouse=True)
+def loopback():
+    """server.address as .streamlit/config.toml binds it, 127.0.0.1, for the AppTest runs (the option Streamlit
+    read may come from another folder's config)."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    yield
+    config.set_option("server.address", before)
+
+
 def gate_run(monkeypatch, tmp_path, *, auth: dict | None, user: dict | None = None, **settings: str) -> AppTest:
-    """One run of app.py with `auth` as [auth] (None: secrets without it) and `settings` in the environment."""
+    """One run of app.py with `auth` as [auth] (None: secrets without it) and `settings` in the environment,
+    bound to 127.0.0.1 (the `loopback` fixture)."""
     from percept_core.config import _SPECS
 
     for spec in _SPECS.values():
@@ -221,9 +343,10 @@ def test_a_named_provider_gets_its_own_sign_in_button(monkeypatch, tmp_path):
 
 
 def test_an_e_mail_the_provider_marks_unverified_is_refused(monkeypatch, tmp_path):
-    user = {"is_logged_in": True, "email": ALICE.email, "email_verified": False}
+    # Entra ID's own proof of an e-mail is `xms_edov`; `email_verified` false (and no xms_edov) proves nothing.
+    user = {"is_logged_in": True, "email": ALICE.email, "email_verified": False, "tid": TENANT}
     at = gate_run(monkeypatch, tmp_path, auth=AUTH, user=user, percept_reviewers=ALICE.email)
-    assert "did not say which e-mail address is yours" in at.error[0].value
+    assert f"did not prove that {ALICE.email.lower()} is yours" in unescape(at.error[0].value)
     assert [b.label for b in at.button] == ["Sign out"] and len(at.sidebar) == 0
 
 
@@ -251,7 +374,7 @@ def test_without_auth_the_reviewer_is_the_os_user_and_there_is_no_sign_out(monke
 
 def test_entra_s_multi_tenant_endpoint_is_refused_for_an_allow_list_of_e_mails(monkeypatch, tmp_path):
     """With `common`, any tenant's account could carry a reviewer's e-mail (the "nOAuth" pattern)."""
-    common = {**AUTH, "server_metadata_url": AUTH["server_metadata_url"].replace("contoso.example", "common")}
+    common = {**AUTH, "server_metadata_url": AUTH["server_metadata_url"].replace(TENANT, "common")}
     at = gate_run(monkeypatch, tmp_path, auth=common, user={"is_logged_in": True, "email": ALICE.email})
     assert "auth.server_metadata_url must name your Microsoft Entra tenant" in at.error[0].value
     assert [b.label for b in at.button] == [] and len(at.sidebar) == 0
