@@ -5,7 +5,12 @@ The HTTP layer lives here: the API-gateway behaviour (``Training-Key`` check, pe
 admin routes under ``/_emulator/``. State and service rules are in :mod:`devstack.customvision_store`.
 
 Run it with ``python -m devstack.customvision_server --host 127.0.0.1 --port 5005``; ``--help`` lists
-the options.
+the options. ``--profile strict`` (or ``CustomVisionEmulatorConfig(profile="strict")``) plays the stricter
+reading of every behaviour the public notes leave uncertain (see :mod:`devstack.profiles`).
+
+Upload counters: ``GET /_emulator/projects/{id}/uploads`` (and ``GET /_emulator/uploads`` for every project)
+report each image entry the project received, how it was answered and how often each entry name came, so a
+client's re-uploads are measured rather than hidden by the service's OKDuplicate (see :class:`UploadCounters`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -55,6 +61,7 @@ from devstack.customvision_store import (
     CustomVisionStore,
     CVError,
     Domain,
+    DuplicateOnlyBatch,
     ImageRegion,
     Iteration,
     NewImage,
@@ -68,6 +75,7 @@ from devstack.customvision_store import (
     render_derived,
 )
 from devstack.faults import FaultPlan, FaultRule, abort_connection, drain, parse_fault_plan
+from devstack.profiles import PROFILE_NAMES, AzureProfile, get_profile
 
 log = logging.getLogger("devstack.customvision")
 
@@ -76,6 +84,10 @@ API_PREFIX = re.compile(r"^/customvision/v(3\.3|3\.4-preview)/training(?=/|$)", 
 BLOB_PATH = re.compile(r"^/blobs/([0-9a-f-]{36})/(original|thumbnail|resized)$")
 BLOB_OPERATION = "GetImageBlob"  # not a service operation; faults may name it to break image downloads
 TRAIN_OPERATION = "TrainProject"
+# The operations that create images; every entry they receive is counted (see UploadCounters).
+CREATE_IMAGE_OPERATIONS = frozenset(
+    {"CreateImagesFromFiles", "CreateImagesFromData", "CreateImagesFromUrls", "CreateImagesFromPredictions"}
+)
 JSON_TYPE = "application/json; charset=utf-8"
 
 # The API Management gateway in front of the service answers auth and throttling itself, with its own
@@ -117,12 +129,27 @@ class CustomVisionEmulatorConfig:
     tags_per_project: int | None = None
     max_projects: int | None = None
     faults: list[dict[str, Any]] | dict[str, Any] | None = None  # initial plan, as for POST /_emulator/faults
+    # "default" or "strict": which reading of the uncertain service behaviours to play (devstack/profiles.py).
+    profile: str = "default"
+    # CreateImages* calls/s per key; None: by profile and tier (strict F0: 2/s), else the general rate only.
+    upload_rate_per_second: float | None = None
 
     def __post_init__(self) -> None:
         TierLimits.for_tier(self.tier)  # fail fast on an unknown tier
         self.tier = self.tier.upper()
+        self.profile = get_profile(self.profile).name  # fail fast on an unknown profile
         if isinstance(self.training_keys, str):
             self.training_keys = (self.training_keys,)
+
+    @property
+    def azure_profile(self) -> AzureProfile:
+        return get_profile(self.profile)
+
+    @property
+    def effective_upload_rate(self) -> float | None:
+        if self.upload_rate_per_second is not None:
+            return self.upload_rate_per_second
+        return self.azure_profile.f0_upload_rate_per_second if self.tier == "F0" else None
 
     @property
     def limits(self) -> TierLimits:
@@ -266,12 +293,124 @@ class Stats:
             }
 
 
+class UploadCounters:
+    """Every image entry a project received and how it was answered, so re-uploads are measured.
+
+    Per project: ``entries`` that reached the service (the work was done, whatever the answer),
+    ``entriesRefusedBeforeWork`` (in calls answered 401/429/5xx or reset before the work: nothing stored),
+    ``entriesAnswerLost`` (the work was done, the answer was reset away) and ``entriesAnswerLate`` (held
+    back by a "slow" fault: a client may have given up and sent them again), ``okDuplicate`` answers,
+    ``duplicatesRefused`` (entries of whole batches refused because every image was already in the project,
+    strict profile) and, per entry name (the file name, for the Curator the source blob), how often it came
+    and which images it produced or matched. In memory only: a restart starts from zero.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._projects: dict[str, dict[str, Any]] = {}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._projects.clear()
+
+    def _project(self, project_id: str) -> dict[str, Any]:
+        entry = self._projects.get(project_id)
+        if entry is None:
+            entry = self._projects[project_id] = {
+                "calls": 0,
+                "entries": 0,
+                "entriesRefusedBeforeWork": 0,
+                "entriesAnswerLost": 0,
+                "entriesAnswerLate": 0,
+                "okDuplicate": 0,
+                "duplicatesRefused": 0,
+                "statuses": Counter(),
+                "byName": {},
+            }
+        return entry
+
+    def _name(self, project: dict[str, Any], name: str) -> dict[str, Any]:
+        return project["byName"].setdefault(name, {"entries": 0, "statuses": Counter(), "imageIds": []})
+
+    def received(self, project_id: str, outcomes: Sequence[tuple[str, str, str | None]]) -> None:
+        """A call the service worked on: (entry name, ImageCreateStatus or whole-call code, image id)."""
+        with self._lock:
+            project = self._project(project_id)
+            project["calls"] += 1
+            for name, status, image_id in outcomes:
+                project["entries"] += 1
+                project["statuses"][status] += 1
+                if status == "OKDuplicate":
+                    project["okDuplicate"] += 1
+                elif status == DUPLICATES_REFUSED:
+                    project["duplicatesRefused"] += 1
+                per_name = self._name(project, name)
+                per_name["entries"] += 1
+                per_name["statuses"][status] += 1
+                if image_id and image_id not in per_name["imageIds"]:
+                    per_name["imageIds"].append(image_id)
+
+    def refused_before_work(self, project_id: str, names: Sequence[str]) -> None:
+        with self._lock:
+            project = self._project(project_id)
+            project["entriesRefusedBeforeWork"] += len(names)
+            for name in names:
+                self._name(project, name).setdefault("refusedBeforeWork", 0)
+                self._name(project, name)["refusedBeforeWork"] += 1
+
+    def answer_lost(self, project_id: str, count: int, *, late: bool = False) -> None:
+        with self._lock:
+            self._project(project_id)["entriesAnswerLate" if late else "entriesAnswerLost"] += count
+
+    def snapshot(self, project_id: str | None = None, *, names: bool = True) -> dict[str, Any]:
+        def view(project: dict[str, Any]) -> dict[str, Any]:
+            out = {k: v for k, v in project.items() if k not in ("statuses", "byName")}
+            out["statuses"] = dict(project["statuses"])
+            if names:
+                out["byName"] = {
+                    name: {**data, "statuses": dict(data["statuses"]), "imageIds": list(data["imageIds"])}
+                    for name, data in project["byName"].items()
+                }
+            return out
+
+        with self._lock:
+            if project_id is not None:
+                return view(self._projects.get(project_id) or UploadCounters()._project(project_id))
+            return {pid: view(project) for pid, project in self._projects.items()}
+
+
+# The status counted for each entry of a batch refused whole because all of it was already in the project.
+DUPLICATES_REFUSED = "RefusedAllDuplicates"
+
+
+def upload_entry_names(operation_id: str, headers: Headers, body: bytes) -> list[str]:
+    """The entry names of a create-images request's body (what the counters key on); [] when unreadable."""
+    try:
+        if operation_id == "CreateImagesFromData":
+            content_type = headers.get("content-type", "application/octet-stream")
+            if content_type.split(";")[0].strip().lower() == "multipart/form-data":
+                return [name or "" for name, data in parse_multipart(body, content_type) if data]
+            return [""] if body else []
+        document = json.loads(body) if body.strip() else {}
+        images = document.get("images") if isinstance(document, dict) else None
+        if not isinstance(images, list):
+            return []
+        key = "url" if operation_id == "CreateImagesFromUrls" else "name"
+        return [str(e.get(key) or "") if isinstance(e, dict) else "" for e in images]
+    except (CVError, ValueError, TypeError):
+        return []
+
+
 # --- wire shapes --------------------------------------------------------------------------------------
+
+# Set while a handler runs: the strict profile writes timestamps without a timezone designator.
+_NAIVE_TIMESTAMPS: contextvars.ContextVar[bool] = contextvars.ContextVar("naive_timestamps", default=False)
 
 
 def iso(ts: float) -> str:
-    """ISO-8601 UTC with milliseconds, e.g. 2017-12-19T15:56:10.123Z."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """ISO-8601 UTC with milliseconds, e.g. 2017-12-19T15:56:10.123Z (no Z under the strict profile)."""
+    text = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return text if _NAIVE_TIMESTAMPS.get() else text + "Z"
 
 
 def domain_json(domain: Domain) -> dict[str, Any]:
@@ -518,6 +657,8 @@ class RequestContext:
     headers: Headers
     body: bytes
     base_url: str
+    # Set by the create-images handlers: (entry name, ImageCreateStatus, image id) of every entry.
+    upload_outcomes: list[tuple[str, str, str | None]] | None = None
 
     def q(self, name: str) -> str | None:
         # ASP.NET binds query parameters case-insensitively.
@@ -843,13 +984,18 @@ def get_images_by_ids(ctx: RequestContext) -> Response:
 
 def _summary(ctx: RequestContext, results: Sequence[Any]) -> Response:
     ok = all(r.status == "OK" for r in results)
+    with_duplicate_image = ctx.emulator.profile.duplicate_carries_image
+
+    def shown(r: Any) -> bool:
+        return r.image is not None and (r.status != "OKDuplicate" or with_duplicate_image)
+
     body = {
         "isBatchSuccessful": ok,
         "images": [
             {
                 "sourceUrl": r.source_url,
                 "status": r.status,
-                "image": image_json(r.image, ctx.base_url) if r.image else None,
+                "image": image_json(r.image, ctx.base_url) if shown(r) else None,
             }
             for r in results
         ],
@@ -918,6 +1064,9 @@ def create_images_from_files(ctx: RequestContext) -> Response:
         batch_tag_ids=_batch_tag_ids(body.get("tagIds")),
         metadata=metadata,
     )
+    ctx.upload_outcomes = [
+        (e.source_url, r.status, r.image.id if r.image else None) for e, r in zip(entries, results, strict=True)
+    ]
     return _summary(ctx, results)
 
 
@@ -995,6 +1144,10 @@ def create_images_from_data(ctx: RequestContext) -> Response:
         entries,
         batch_tag_ids=_batch_tag_ids(ctx.q_list("tagIds")),
     )
+    ctx.upload_outcomes = [
+        (e.source_url.strip('"'), r.status, r.image.id if r.image else None)
+        for e, r in zip(entries, results, strict=True)
+    ]
     return _summary(ctx, results)
 
 
@@ -1205,14 +1358,22 @@ class CustomVisionEmulator:
             clock=self.clock,
             training_seconds=config.training_seconds,
             state_dir=config.state_dir,
+            profile=config.profile,
         )
+        self.profile = config.azure_profile
         self.limiter = RateLimiter(
-            {"default": config.rate_per_second, "train": config.effective_train_rate}, self.clock
+            {
+                "default": config.rate_per_second,
+                "train": config.effective_train_rate,
+                "upload": config.effective_upload_rate,
+            },
+            self.clock,
         )
         self.faults = FaultPlan(wildcard_excludes=frozenset({BLOB_OPERATION}))
         if config.faults:
             self.faults.replace(*parse_fault_plan(config.faults))
         self.stats = Stats()
+        self.uploads = UploadCounters()
         self.spec = load_spec()
         self.routes = load_routes(self.spec)
 
@@ -1228,6 +1389,7 @@ class CustomVisionEmulator:
     def reset(self, *, keep_faults: bool = False) -> None:
         self.store.reset()
         self.stats.reset()
+        self.uploads.reset()
         self.limiter.reset()
         if not keep_faults:
             self.faults.clear()
@@ -1264,15 +1426,16 @@ class CustomVisionEmulator:
         op = route.operation_id
         self.stats.request(op)
         rule = self.faults.pick(op)
-        if rule is not None and await self._fault_before(rule, op, version, scope, receive, send):
+        if rule is not None and await self._fault_before(rule, op, version, scope, receive, send, params):
             return
-        retry_after = self.limiter.check(key, "train" if op == TRAIN_OPERATION else "default")
+        retry_after = self._throttle(key, op)
         if retry_after is not None:
             self.stats.throttle(op)
             self.stats.status(op, 429)
-            await drain(receive)
+            await self._refuse_before_work(op, params, scope, receive)
             body = gateway_error(429, throttle_message(op, version, self.config.tier, retry_after))
-            await json_response(429, body, {"Retry-After": str(retry_after)})(scope, receive, send)
+            headers = {"Retry-After": str(retry_after)} if self.profile.retry_after_on_429 else {}
+            await json_response(429, body, headers)(scope, receive, send)
             return
         ctx = RequestContext(
             self,
@@ -1284,27 +1447,90 @@ class CustomVisionEmulator:
             self.base_url(request),
         )
         response = await run_in_threadpool(self._dispatch, ctx)
-        await self._answer(rule, op, response, scope, receive, send)
+        upload_project = self._upload_project(op, params) if ctx.upload_outcomes else None
+        await self._answer(rule, op, response, scope, receive, send, upload_project, len(ctx.upload_outcomes or ()))
+
+    def _throttle(self, key: str, op: str) -> int | None:
+        """The Retry-After of a throttled call, or None; uploads also take from their own bucket (F0 strict)."""
+        if op == TRAIN_OPERATION:
+            return self.limiter.check(key, "train")
+        if op in CREATE_IMAGE_OPERATIONS:
+            wait = self.limiter.check(key, "upload")
+            if wait is not None:
+                return wait
+        return self.limiter.check(key, "default")
 
     def _dispatch(self, ctx: RequestContext) -> Response:
         handler = HANDLERS.get(ctx.operation_id, not_implemented)
+        token = _NAIVE_TIMESTAMPS.set(self.profile.naive_timestamps)
         try:
             return handler(ctx)
         except CVError as error:
+            self._count_refused_call(ctx, error)
             return error_response(error)
         except Exception:
             log.exception("emulator failure in %s", ctx.operation_id)
             return error_response(CVError(500, "ErrorUnknown", "Unexpected emulator error; see its log."))
+        finally:
+            _NAIVE_TIMESTAMPS.reset(token)
+            project_id = self._upload_project(ctx.operation_id, ctx.params)
+            if project_id is not None and ctx.upload_outcomes is not None:
+                self.uploads.received(project_id, ctx.upload_outcomes)
+
+    def _upload_project(self, operation_id: str, params: dict[str, str]) -> str | None:
+        """The project of a create-images call, or None for any other call (or an unreadable id)."""
+        if operation_id not in CREATE_IMAGE_OPERATIONS or "projectId" not in params:
+            return None
+        try:
+            return canonical_id(params["projectId"], "project id")
+        except CVError:
+            return None
+
+    def _count_refused_call(self, ctx: RequestContext, error: CVError) -> None:
+        """A create-images call the service read and refused whole: its entries still count as received."""
+        project_id = self._upload_project(ctx.operation_id, ctx.params)
+        if project_id is None or ctx.upload_outcomes is not None:
+            return
+        names = upload_entry_names(ctx.operation_id, ctx.headers, ctx.body)
+        if isinstance(error, DuplicateOnlyBatch):
+            ids: list[str | None] = [*error.image_ids]
+            ids += [None] * (len(names) - len(ids))
+            ctx.upload_outcomes = [(n, DUPLICATES_REFUSED, i) for n, i in zip(names, ids[: len(names)], strict=True)]
+        else:
+            ctx.upload_outcomes = [(n, f"{error.status} {error.code}", None) for n in names]
+
+    async def _refuse_before_work(self, op: str, params: dict[str, str], scope: Scope, receive: Receive) -> None:
+        """Read (rather than drain) a refused request's body, counting the image entries it carried."""
+        project_id = self._upload_project(op, params)
+        if project_id is None:
+            await drain(receive)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.uploads.refused_before_work(project_id, upload_entry_names(op, Headers(scope=scope), bytes(body)))
 
     async def _fault_before(
-        self, rule: FaultRule, op: str, version: str, scope: Scope, receive: Receive, send: Send
+        self,
+        rule: FaultRule,
+        op: str,
+        version: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        params: dict[str, str] | None = None,
     ) -> bool:
         """Apply a fault that replaces the answer; True when the request is finished."""
         if rule.kind == "slow" or (rule.kind == "reset" and rule.phase == "after"):
             return False
         self.stats.fault(op, rule.kind)
         if rule.kind == "reset":
-            await drain(receive)
+            await self._refuse_before_work(op, params or {}, scope, receive)
             await abort_connection(receive, send)
             return True
         headers: dict[str, str] = {}
@@ -1312,7 +1538,8 @@ class CustomVisionEmulator:
             body = gateway_error(401, GATEWAY_401_MESSAGE)
         elif rule.kind == "429":
             retry = max(0, math.ceil(rule.retry_after if rule.retry_after is not None else 1))
-            headers["Retry-After"] = str(retry)
+            if self.profile.retry_after_on_429:
+                headers["Retry-After"] = str(retry)
             body = gateway_error(429, throttle_message(op, version, self.config.tier, retry))
         elif rule.kind == "503":
             if rule.retry_after is not None:
@@ -1320,20 +1547,32 @@ class CustomVisionEmulator:
             body = gateway_error(503, "The service is temporarily unavailable. Please retry later.")
         else:
             body = {"code": "ErrorUnknown", "message": "Injected fault: internal server error."}
-        await drain(receive)
+        await self._refuse_before_work(op, params or {}, scope, receive)
         self.stats.status(op, int(rule.kind))
         await json_response(int(rule.kind), body, headers)(scope, receive, send)
         return True
 
     async def _answer(
-        self, rule: FaultRule | None, op: str, response: Response, scope: Scope, receive: Receive, send: Send
+        self,
+        rule: FaultRule | None,
+        op: str,
+        response: Response,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        upload_project: str | None = None,
+        upload_entries: int = 0,
     ) -> None:
         """Send the handler's answer, late for "slow", or not at all for "reset" after processing."""
         if rule is not None and rule.kind == "slow":
             self.stats.fault(op, "slow")
+            if upload_project is not None:
+                self.uploads.answer_lost(upload_project, upload_entries, late=True)
             await asyncio.sleep(rule.delay)  # the work is done; only the answer is late
         if rule is not None and rule.kind == "reset" and rule.phase == "after":
             self.stats.fault(op, "reset")
+            if upload_project is not None:
+                self.uploads.answer_lost(upload_project, upload_entries)
             await abort_connection(receive, send)
             return
         self.stats.status(op, response.status_code)
@@ -1418,7 +1657,12 @@ def create_app(config: CustomVisionEmulatorConfig, *, clock: Callable[[], float]
 
     @app.get("/_emulator/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "tier": config.tier, "persistent": config.state_dir is not None}
+        return {
+            "status": "ok",
+            "tier": config.tier,
+            "profile": config.profile,
+            "persistent": config.state_dir is not None,
+        }
 
     @app.get("/_emulator/stats")
     def stats() -> dict[str, Any]:
@@ -1458,6 +1702,20 @@ def create_app(config: CustomVisionEmulatorConfig, *, clock: Callable[[], float]
             }
             for p in emulator.projects()
         ]
+
+    @app.get("/_emulator/uploads")
+    def uploads(names: bool = False) -> dict[str, Any]:
+        """The upload counters of every project that received images (per entry name with ?names=true)."""
+        return emulator.uploads.snapshot(names=names)
+
+    @app.get("/_emulator/projects/{project_id}/uploads")
+    def project_uploads(project_id: str, names: bool = True) -> Response:
+        """One project's upload counters: entries received, OKDuplicate answers, re-sends per entry name."""
+        try:
+            canonical = canonical_id(project_id, "project id")
+        except CVError as error:
+            return error_response(error)
+        return JSONResponse(emulator.uploads.snapshot(canonical, names=names))
 
     @app.get("/_emulator/projects/{project_id}/images")
     def project_images(project_id: str, request: Request) -> Response:
@@ -1503,6 +1761,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state", help="folder for SQLite and image files (default: in memory)")
     parser.add_argument("--tier", default="S0", choices=["F0", "S0", "f0", "s0"])
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("CV_EMULATOR_PROFILE", "default"),
+        choices=PROFILE_NAMES,
+        help="Azure profile: default, or strict (the stricter reading of every uncertain behaviour)",
+    )
+    parser.add_argument(
+        "--upload-rate", type=_rate, default=None, help="CreateImages* calls/s (default: by profile and tier)"
+    )
     parser.add_argument("--rate", type=_rate, default=10.0, help="calls/s per key (0 or none: unlimited)")
     parser.add_argument("--train-rate", type=_rate, default=None, help="TrainProject calls/s (default by tier)")
     parser.add_argument("--training-seconds", type=float, default=2.0)
@@ -1536,6 +1803,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         tags_per_project=args.tags_per_project,
         max_projects=args.max_projects,
         faults=faults,
+        profile=args.profile,
+        upload_rate_per_second=args.upload_rate,
     )
     serve_forever(create_app(config), host=args.host, port=args.port)
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
+from devstack.profiles import AzureProfile, get_profile
+
 # --- limits ------------------------------------------------------------------------------------------
 
 MAX_IMAGE_BYTES = 6 * 1024 * 1024  # spec: "Supports images up to 6MB"
@@ -81,6 +83,11 @@ class TierLimits:
         raise ValueError(f"unknown tier {tier!r}: use F0 or S0")
 
 
+# The whole-request refusal users report for a batch of images already in the project (#17734); the code is
+# the one the emulator uses for every "No valid image files" answer (no public capture names it).
+DUPLICATE_ONLY_BATCH = ("BadRequestImageBatch", "No valid image files")
+
+
 class CVError(Exception):
     """A service error: HTTP status plus a CustomVisionErrorCodes value and its message."""
 
@@ -89,6 +96,14 @@ class CVError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class DuplicateOnlyBatch(CVError):
+    """A batch refused whole because every image in it is already in the project (strict profile)."""
+
+    def __init__(self, image_ids: Sequence[str]) -> None:
+        super().__init__(400, *DUPLICATE_ONLY_BATCH)
+        self.image_ids = list(image_ids)
 
 
 def bad_request(code: str, message: str) -> CVError:
@@ -423,8 +438,8 @@ def probe_image(data: bytes) -> ImageInfo | None:
     return ImageInfo(fmt, width, height)
 
 
-def dimensions_ok(width: int, height: int) -> bool:
-    if max(width, height) > MAX_IMAGE_SIDE:
+def dimensions_ok(width: int, height: int, max_side: int = MAX_IMAGE_SIDE) -> bool:
+    if max(width, height) > max_side:
         return False
     return max(width, height) / min(width, height) <= MAX_ASPECT_RATIO
 
@@ -590,8 +605,10 @@ class CustomVisionStore:
         clock: Callable[[], float],
         training_seconds: float,
         state_dir: str | os.PathLike[str] | None = None,
+        profile: AzureProfile | str | None = None,
     ) -> None:
         self.limits = limits
+        self.profile = get_profile(profile)
         self.training_seconds = training_seconds
         self._clock = clock
         self._lock = threading.RLock()
@@ -1098,8 +1115,7 @@ class CustomVisionStore:
                 " positive and the region must lie inside the image.",
             )
 
-    @staticmethod
-    def check_metadata(metadata: dict[str, str] | None) -> None:
+    def check_metadata(self, metadata: dict[str, str] | None) -> None:
         if not metadata:
             return
         if len(metadata) > MAX_METADATA_PAIRS:
@@ -1117,6 +1133,8 @@ class CustomVisionStore:
                     "BadRequestImageMetadataValue",
                     f"The value of metadata key '{key}' must be a string of at most {MAX_METADATA_VALUE} characters.",
                 )
+            if value == "" and self.profile.refuse_empty_metadata_value:
+                raise bad_request("BadRequestImageMetadataValue", f"The value of metadata key '{key}' is empty.")
 
     @staticmethod
     def _tag_conflict(tag_ids: Iterable[str], tags: dict[str, Tag]) -> bool:
@@ -1192,6 +1210,10 @@ class CustomVisionStore:
                 image_count += status == "OK"
                 changed = changed or entry_changed
                 results.append((entry.source_url, status, image_id))
+            if self.profile.refuse_duplicate_only_batch and all(r[1] == "OKDuplicate" for r in results):
+                # Strict reading (azure-sdk-for-python #17734): the whole batch is refused and nothing changes;
+                # raising inside the transaction rolls back the tags and regions merged into the duplicates.
+                raise DuplicateOnlyBatch([r[2] or "" for r in results])
             if changed:
                 self._touch(project_id)
             # Blobs are written inside the transaction so a failed commit never leaves an image without bytes.
@@ -1202,17 +1224,16 @@ class CustomVisionStore:
             CreateResult(url, status, loaded.get(image_id) if image_id else None) for url, status, image_id in results
         ]
 
-    @staticmethod
-    def _probe(data: bytes | None) -> tuple[str, ImageInfo | None, str]:
+    def _probe(self, data: bytes | None) -> tuple[str, ImageInfo | None, str]:
         """(failure status or "", image info, sha256) of an entry's bytes, checked in the service's order."""
         if data is None:
             return "ErrorSource", None, ""
-        if len(data) > MAX_IMAGE_BYTES:
+        if len(data) > self.profile.max_image_bytes:
             return "ErrorImageSize", None, ""
         info = probe_image(data)
         if info is None:
             return "ErrorImageFormat", None, ""
-        if not dimensions_ok(info.width, info.height):
+        if not dimensions_ok(info.width, info.height, self.profile.max_image_side):
             return "ErrorImageDimensions", None, ""
         return "", info, hashlib.sha256(data).hexdigest()
 

@@ -10,6 +10,12 @@ Endpoints (all but bootstrap and login need `Authorization: Bearer <token>`, els
     POST /api/v1/data/{model}/{version}      multipart form fields + `file`: stored as a blob in the
                                              `data` container, the fields as blob metadata
 Admin (tests and the devstack): /_emulator/stats, /_emulator/expire-tokens, /_emulator/faults.
+
+Profiles (devstack/profiles.py): the public notes do not say how the real server answers an expired token
+or an unknown model version. "default" answers 401 and 404; "strict" answers 403 for an expired token (a
+missing or unknown token stays 401) and, for an unknown version, what `unknown_version` says: "200-text"
+(its default: a 200 text/plain error message, which a client that does not check would take as the key)
+or "404".
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from .faults import FaultPlan, install_faults
+from .profiles import PROFILE_NAMES, UNKNOWN_VERSION_ANSWERS, AzureProfile, get_profile
 
 _SAFE_METADATA_KEY = re.compile(r"[^A-Za-z0-9_]")
 
@@ -49,6 +56,15 @@ class MMEmulatorConfig:
     state_dir: str | None = None  # None: keys and models in memory
     clock: Callable[[], float] = time.time
     faults: FaultPlan = field(default_factory=FaultPlan)
+    profile: str = "default"  # "default" or "strict" (devstack/profiles.py)
+    unknown_version: str | None = None  # "404" or "200-text"; None: the profile's choice
+
+    def __post_init__(self) -> None:
+        self.azure_profile  # noqa: B018 - fail fast on an unknown profile or answer
+
+    @property
+    def azure_profile(self) -> AzureProfile:
+        return get_profile(self.profile).with_unknown_version(self.unknown_version)
 
 
 class MMState:
@@ -109,11 +125,19 @@ class MMState:
         expiry = self.tokens.get(token)
         return expiry is not None and expiry > self.config.clock()
 
+    def token_expired(self, token: str) -> bool:
+        """Issued by this server and past its lifetime (as opposed to missing or made up)."""
+        expiry = self.tokens.get(token)
+        return expiry is not None and expiry <= self.config.clock()
+
     def expire_tokens(self) -> int:
+        """Every issued token expires now; they stay known, so an expired one is told from a made-up one."""
         with self.lock:
-            count = len(self.tokens)
-            self.tokens.clear()
-        return count
+            now = self.config.clock()
+            live = [token for token, expiry in self.tokens.items() if expiry > now]
+            for token in live:
+                self.tokens[token] = now
+        return len(live)
 
     @property
     def container(self) -> ContainerClient:
@@ -148,13 +172,20 @@ def create_app(config: MMEmulatorConfig) -> FastAPI:
     def missing_file() -> PlainTextResponse:
         return PlainTextResponse("a multipart part named 'file' is required", 400)
 
-    def unauthorized() -> JSONResponse:
+    profile = config.azure_profile
+
+    def unauthorized(request: Request) -> JSONResponse:
+        if profile.expired_token_status == 403 and state.token_expired(_bearer(request)):
+            return JSONResponse({"error": "forbidden", "message": "the bearer token has expired"}, 403)
         return JSONResponse({"error": "unauthorized", "message": "missing, invalid or expired bearer token"}, 401)
 
     def authorised(request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        return scheme.lower() == "bearer" and state.token_valid(token.strip())
+        return state.token_valid(_bearer(request))
+
+    def unknown_version(model: str, version: str, what: str) -> Response:
+        if profile.unknown_version == "200-text":
+            return PlainTextResponse(f"Error: {what} {model} version {version} was not found", 200)
+        return PlainTextResponse(f"{what} {model} version {version} is not registered", 404)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -182,7 +213,7 @@ def create_app(config: MMEmulatorConfig) -> FastAPI:
     @app.post("/api/v1/registry/{model}/{version}")
     def register(model: str, version: str, request: Request) -> Response:
         if not authorised(request):
-            return unauthorized()
+            return unauthorized(request)
         created = state.register(model, version)
         verb = "Registered" if created else "Already registered"
         return PlainTextResponse(f"{verb} {model} version {version}")
@@ -190,16 +221,16 @@ def create_app(config: MMEmulatorConfig) -> FastAPI:
     @app.get("/api/v1/keys/{model}/{version}")
     def get_key(model: str, version: str, request: Request) -> Response:
         if not authorised(request):
-            return unauthorized()
+            return unauthorized(request)
         key = state.keys.get(state.ident(model, version))
         if key is None:
-            return PlainTextResponse(f"Model {model} version {version} is not registered", 404)
+            return unknown_version(model, version, "Model")
         return PlainTextResponse(key)
 
     @app.post("/api/v1/models/{model}/{version}")
     async def upload_model(model: str, version: str, request: Request) -> Response:
         if not authorised(request):
-            return unauthorized()
+            return unauthorized(request)
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -210,16 +241,16 @@ def create_app(config: MMEmulatorConfig) -> FastAPI:
     @app.get("/api/v1/models/{model}/{version}")
     def download_model(model: str, version: str, request: Request) -> Response:
         if not authorised(request):
-            return unauthorized()
+            return unauthorized(request)
         data = state.get_model(state.ident(model, version))
         if data is None:
-            return PlainTextResponse(f"No model {model} version {version}", 404)
+            return unknown_version(model, version, "Model file of")
         return Response(data, media_type="application/octet-stream")
 
     @app.post("/api/v1/data/{model}/{version}")
     async def upload_data(model: str, version: str, request: Request) -> Response:
         if not authorised(request):
-            return unauthorized()
+            return unauthorized(request)
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -236,13 +267,24 @@ def create_app(config: MMEmulatorConfig) -> FastAPI:
 
     @app.get("/_emulator/stats")
     def stats() -> dict:
-        return {"requests": dict(state.requests), "tokens": len(state.tokens), "models": sorted(state.keys)}
+        now = config.clock()
+        live = sum(1 for expiry in list(state.tokens.values()) if expiry > now)
+        return {"requests": dict(state.requests), "tokens": live, "models": sorted(state.keys)}
+
+    @app.get("/_emulator/health")
+    def health() -> dict:
+        return {"status": "ok", "profile": profile.name, "unknown_version": profile.unknown_version}
 
     @app.post("/_emulator/expire-tokens")
     def expire_tokens() -> dict:
         return {"expired": state.expire_tokens()}
 
     return app
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _operation_name(method: str, path: str) -> str:
@@ -252,9 +294,10 @@ def _operation_name(method: str, path: str) -> str:
     return f"{method} {path}"
 
 
-def mm_server_command(*, host: str, port: int, state: Path | str) -> list[str]:
+def mm_server_command(*, host: str, port: int, state: Path | str, profile: str = "default") -> list[str]:
     """The command that runs this emulator as a process of its own, keeping its keys under `state`."""
-    return [sys.executable, "-m", "devstack.mm_server", "--host", host, "--port", str(port), "--state", str(state)]
+    command = [sys.executable, "-m", "devstack.mm_server", "--host", host, "--port", str(port), "--state", str(state)]
+    return [*command, "--profile", profile]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -266,6 +309,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state", help="folder that keeps keys and models across restarts")
     parser.add_argument("--container", default="data")
     parser.add_argument("--token-ttl", type=float, default=3600.0, help="bearer token lifetime, seconds")
+    parser.add_argument("--profile", default=os.environ.get("MM_EMULATOR_PROFILE", "default"), choices=PROFILE_NAMES)
+    parser.add_argument(
+        "--unknown-version",
+        choices=UNKNOWN_VERSION_ANSWERS,
+        default=None,
+        help="answer for an unknown model version (default: by profile; strict: 200-text)",
+    )
     args = parser.parse_args(argv)
     # Secrets come through the environment, not the command line (which `ps` shows).
     config = MMEmulatorConfig(
@@ -275,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         token_ttl_seconds=args.token_ttl,
         state_dir=args.state,
         faults=FaultPlan.from_json(os.environ.get("MM_EMULATOR_FAULTS", "")),
+        profile=args.profile,
+        unknown_version=args.unknown_version,
     )
     serve_forever(create_app(config), host=args.host, port=args.port)
 

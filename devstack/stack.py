@@ -1,12 +1,15 @@
 """Start and stop the local stack in the background: Azurite, the MM emulator, the Custom Vision emulator.
 
-    python -m devstack up [--state .devstack] [--images N] [--no-seed]
+    python -m devstack up [--state .devstack] [--images N] [--no-seed] [--profile default|strict]
     python -m devstack down [--state .devstack]
     python -m devstack status [--state .devstack]
 
 `up` writes `<state>/env`, a file a shell can source (`set -a; . .devstack/env; set +a`) with the
 original sample's setting names pointing at the local services. Secrets for the local services are
 made once and kept in `<state>/secrets.json` (mode 0600), so a restart keeps the data readable.
+`--profile strict` starts both emulators with the strict Azure profile (devstack/profiles.py: the
+stricter reading of every service behaviour the public notes leave uncertain); a running stack with
+another profile is restarted with the one asked for (its data is kept).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from .azurite import azurite_command, connection_string, wait_for_port
 from .customvision_server import customvision_server_command
 from .mm_server import mm_server_command
+from .profiles import PROFILE_NAMES, get_profile
 
 HOST = "127.0.0.1"
 DEFAULT_PORTS = {"azurite": 10000, "mm": 8711, "customvision": 8712}
@@ -54,6 +58,13 @@ class StackPaths:
     @property
     def logs(self) -> Path:
         return self.state / "logs"
+
+    @property
+    def profile(self) -> Path:
+        return self.state / "profile"
+
+    def running_profile(self) -> str:
+        return self.profile.read_text().strip() if self.profile.exists() else "default"
 
 
 def _load_secrets(paths: StackPaths) -> dict[str, str]:
@@ -93,14 +104,24 @@ def _spawn(name: str, command: list[str], paths: StackPaths, env: dict[str, str]
     )
 
 
-def up(state: Path, *, images: int = 300, seed: bool = True, ports: dict[str, int] | None = None) -> Path:
+def up(
+    state: Path,
+    *,
+    images: int = 300,
+    seed: bool = True,
+    ports: dict[str, int] | None = None,
+    profile: str = "default",
+) -> Path:
     paths = StackPaths(state)
     ports = {**DEFAULT_PORTS, **(ports or {})}
+    profile = get_profile(profile).name
     state.mkdir(parents=True, exist_ok=True)
     values = _load_secrets(paths)
     storage = connection_string(HOST, ports["azurite"])
     running = _running(paths)
-    if len(running) < 3:
+    if len(running) == 3 and paths.running_profile() != profile:
+        print(f"devstack: running with the {paths.running_profile()} profile; restarting with {profile}")
+    if len(running) < 3 or paths.running_profile() != profile:
         down(state, quiet=True)
         env = {
             **os.environ,
@@ -118,7 +139,7 @@ def up(state: Path, *, images: int = 300, seed: bool = True, ports: dict[str, in
             ),
             "mm": _spawn(
                 "mm",
-                mm_server_command(host=HOST, port=ports["mm"], state=state / "mm"),
+                mm_server_command(host=HOST, port=ports["mm"], state=state / "mm", profile=profile),
                 paths,
                 env,
             ),
@@ -128,13 +149,14 @@ def up(state: Path, *, images: int = 300, seed: bool = True, ports: dict[str, in
                     host=HOST,
                     port=ports["customvision"],
                     training_key=values["custom_vision_training_key"],
-                    options=["--state", str(state / "customvision")],
+                    options=["--state", str(state / "customvision"), "--profile", profile],
                 ),
                 paths,
                 env,
             ),
         }
         paths.pids.write_text(json.dumps({name: p.pid for name, p in processes.items()}))
+        paths.profile.write_text(profile + "\n")
         for name, process in processes.items():
             try:
                 wait_for_port(HOST, ports[name], timeout=60, process=process)
@@ -146,7 +168,7 @@ def up(state: Path, *, images: int = 300, seed: bool = True, ports: dict[str, in
                 ) from None
         print(
             f"devstack: Azurite on {HOST}:{ports['azurite']}, MM emulator on {HOST}:{ports['mm']}, "
-            f"Custom Vision emulator on {HOST}:{ports['customvision']}"
+            f"Custom Vision emulator on {HOST}:{ports['customvision']} ({profile} Azure profile)"
         )
     else:
         print("devstack: already running")
@@ -240,9 +262,12 @@ def down(state: Path, *, quiet: bool = False) -> None:
 
 
 def status(state: Path) -> int:
-    running = _running(StackPaths(state))
+    paths = StackPaths(state)
+    running = _running(paths)
     for name in DEFAULT_PORTS:
         print(f"{name:13} {f'running (pid {running[name]})' if name in running else 'stopped'}")
+    if running:
+        print(f"{'profile':13} {paths.running_profile()}")
     return 0 if len(running) == len(DEFAULT_PORTS) else 1
 
 
@@ -253,13 +278,19 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument("--state", default=".devstack", type=Path)
     start.add_argument("--images", type=int, default=int(os.environ.get("DEVSTACK_IMAGES", "300")))
     start.add_argument("--no-seed", action="store_true")
+    start.add_argument(
+        "--profile",
+        default=os.environ.get("DEVSTACK_PROFILE", "default"),
+        choices=PROFILE_NAMES,
+        help="Azure profile of the emulators: default, or strict (devstack/profiles.py)",
+    )
     stop = sub.add_parser("down", help="stop the stack")
     stop.add_argument("--state", default=".devstack", type=Path)
     show = sub.add_parser("status", help="which services run")
     show.add_argument("--state", default=".devstack", type=Path)
     args = parser.parse_args(argv)
     if args.command == "up":
-        up(args.state, images=args.images, seed=not args.no_seed)
+        up(args.state, images=args.images, seed=not args.no_seed, profile=args.profile)
     elif args.command == "down":
         down(args.state)
     else:

@@ -111,8 +111,28 @@ def _is_int32(value: object) -> bool:
     return not isinstance(value, int) or -(2**31) <= value < 2**31
 
 
-def validator_for(schema: dict[str, Any]) -> jsonschema.Draft7Validator:
-    return jsonschema.Draft7Validator({"allOf": [_convert(schema)], "definitions": DEFINITIONS}, format_checker=FORMATS)
+# The strict Azure profile writes timestamps without a timezone, as the real service is reported to; they must
+# still be ISO-8601, and must carry no designator at all (so a strict emulator that sends "Z" fails here).
+NAIVE_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$")
+NAIVE_FORMATS = jsonschema.FormatChecker(formats=())
+NAIVE_FORMATS.checks("uuid")(_is_uuid)
+NAIVE_FORMATS.checks("int32")(_is_int32)
+
+
+@NAIVE_FORMATS.checks("date-time")
+def _is_naive_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not NAIVE_DATE_TIME.match(value):
+        return False
+    return datetime.fromisoformat(value).tzinfo is None
+
+
+def validator_for(schema: dict[str, Any], *, naive_timestamps: bool = False) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(
+        {"allOf": [_convert(schema)], "definitions": DEFINITIONS},
+        format_checker=NAIVE_FORMATS if naive_timestamps else FORMATS,
+    )
 
 
 def response_schema(operation_id: str, status: int) -> dict[str, Any] | None:
@@ -141,7 +161,9 @@ GATEWAY_BODY = jsonschema.Draft7Validator(
 )
 
 
-def wire_problems(operation_id: str | None, status: int, content_type: str, body: bytes) -> list[str]:
+def wire_problems(
+    operation_id: str | None, status: int, content_type: str, body: bytes, *, naive_timestamps: bool = False
+) -> list[str]:
     """What is wrong with one response: the spec's schema for the service, the gateway's shape otherwise."""
     if status in (202, 204) and body == b"":
         return [] if operation_id is None or response_schema(operation_id, status) is None else ["missing body"]
@@ -155,7 +177,8 @@ def wire_problems(operation_id: str | None, status: int, content_type: str, body
     schema = response_schema(operation_id, status)
     if schema is None:
         return [f"{status} must have no body"]
-    return [f"{list(e.path)}: {e.message}" for e in validator_for(schema).iter_errors(document)]
+    validator = validator_for(schema, naive_timestamps=naive_timestamps)
+    return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(document)]
 
 
 class WireRecorder:
@@ -196,7 +219,8 @@ class WireRecorder:
         for method, path, status, content_type, body in self.records:
             route, _ = emulator.match(method, path)
             operation_id = route.operation_id if route else None
-            for problem in wire_problems(operation_id, status, content_type, body):
+            naive = emulator.profile.naive_timestamps
+            for problem in wire_problems(operation_id, status, content_type, body, naive_timestamps=naive):
                 found.append(f"{method} {path} -> {status}: {problem}")
         return found
 
