@@ -21,6 +21,7 @@ help:
 	@echo "make devstack-down  stop the local stack"
 	@echo "make app            run the app alone (settings from the environment, .env or $(STATE)/env)"
 	@echo "make bench          benchmarks against the original sample and the service limits (QUICK=1 for a short run)"
+	@echo "make azure-probe    ask YOUR Custom Vision (and MM) which undocumented behaviours hold; ~10 transactions (PROBE_ARGS=...)"
 	@echo "make lint           ruff"
 
 # --- environments -----------------------------------------------------------------------------
@@ -56,7 +57,7 @@ setup: $(VENV)/.installed devstack/node_modules/.installed
 # --- the local stack and the app --------------------------------------------------------------
 
 devstack: setup
-	$(PY) -m devstack up --state $(STATE)
+	$(PY) -m devstack up --state $(STATE) $(if $(PROFILE),--profile $(PROFILE),)
 
 devstack-down:
 	@test -x $(PY) && $(PY) -m devstack down --state $(STATE) || true
@@ -88,6 +89,13 @@ bench: setup $(SCZPY_VENV)/.installed chromium
 
 soak: setup $(SCZPY_VENV)/.installed
 	$(PY) -m pytest -m soak --run-soak tests/faults
+
+# Not part of `make test`: it talks to the real services named by your settings, with a scratch project it deletes.
+# PROBE_ARGS: --provoke-429, --measure-pace, --mm (see `$(PY) -m tools.azure_probe --help`).
+PROBE_ARGS ?=
+.PHONY: azure-probe
+azure-probe: $(VENV)/.installed
+	$(PY) -m tools.azure_probe $(PROBE_ARGS)
 
 # Regenerate the transitive lock after changing requirements*.txt.
 lock:

@@ -1,0 +1,1 @@
+"""Maintenance tools that are not part of percept_core (run with `python -m tools.<name>`)."""
