@@ -607,7 +607,7 @@ def shown_endpoint(endpoint: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.azure_probe",
-        description="Settle the Custom Vision (and MM) behaviours the documentation leaves uncertain against your own services.",
+        description="Settle, against your own services, the Custom Vision (and MM) behaviours docs leave uncertain.",
     )
     parser.add_argument(
         "--provoke-429",
