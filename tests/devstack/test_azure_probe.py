@@ -111,13 +111,9 @@ def test_probe_prints_each_profiles_readings_cleans_up_and_counts(start_emulator
     emu = start_emulator(profile=profile, tier="F0", rate_per_second=10)
     mm, mm_config = start_mm(profile)
     expired = expired_mm_token(mm.url, mm_config)
-    settings = Settings.load(
-        env_file=None,
-        local_settings_file=None,
-        secrets_files=(),
-        environ={},
-        custom_vision_endpoint=emu.url,
-        custom_vision_training_key=TRAINING_KEY,
+    settings = _settings(
+        emu,
+        TRAINING_KEY,
         custom_vision_tier="F0",
         mm_server_url=mm.url,
         mm_bootstrap_secret=mm_config.bootstrap_secret,
@@ -195,14 +191,7 @@ def test_a_project_that_cannot_be_deleted_is_named_with_its_id(start_emulator):
     requests.post(
         f"{emu.url}/_emulator/faults", json=[{"operation": "DeleteProject", "kind": "500"}], timeout=10
     ).raise_for_status()
-    settings = Settings.load(
-        env_file=None,
-        local_settings_file=None,
-        secrets_files=(),
-        environ={},
-        custom_vision_endpoint=emu.url,
-        custom_vision_training_key=TRAINING_KEY,
-    )
+    settings = _settings(emu, TRAINING_KEY)
     out, err = io.StringIO(), io.StringIO()
     code = main(["--interval", "0"], settings=settings, out=out, err=err, sleep=emu.clock.advance, clock=emu.clock)
     (project,) = emu.emulator.projects()
@@ -215,14 +204,7 @@ def test_a_project_that_cannot_be_deleted_is_named_with_its_id(start_emulator):
 def test_a_refused_key_creates_nothing_and_is_not_echoed(start_emulator):
     emu = start_emulator()
     wrong = "wrong-training-key-0123456789"
-    settings = Settings.load(
-        env_file=None,
-        local_settings_file=None,
-        secrets_files=(),
-        environ={},
-        custom_vision_endpoint=emu.url,
-        custom_vision_training_key=wrong,
-    )
+    settings = _settings(emu, wrong)
     out, err = io.StringIO(), io.StringIO()
     assert main([], settings=settings, out=out, err=err, sleep=emu.clock.advance, clock=emu.clock) == 2
     assert "401" in err.getvalue() and "custom_vision_training_key" in err.getvalue()
@@ -243,3 +225,16 @@ def test_make_lists_the_probe_and_runs_it_with_probe_args():
         ["make", "-n", "azure-probe", "PROBE_ARGS=--mm --measure-pace"], cwd=REPO, capture_output=True, text=True
     )
     assert "-m tools.azure_probe --mm --measure-pace" in dry.stdout
+
+
+def _settings(emu, training_key: str, **more: str) -> Settings:
+    """Settings naming only the emulator (and `more`), whatever this machine's environment holds."""
+    return Settings.load(
+        env_file=None,
+        local_settings_file=None,
+        secrets_files=(),
+        environ={},
+        custom_vision_endpoint=emu.url,
+        custom_vision_training_key=training_key,
+        **more,
+    )
