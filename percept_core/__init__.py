@@ -5,14 +5,18 @@ from .config import Settings
 from .curator import Curator
 from .customvision import CustomVisionClient, CustomVisionError, ProjectInfo, Region, TagInfo, TagNameError
 from .errors import (
+    ActionRefused,
     AuthenticationError,
     BlobError,
+    BlobTooLargeError,
     ConfigError,
     CuratorError,
     IntegrityError,
+    InvalidMetadataError,
     MissingMetadataError,
     NotAnImageError,
     ServiceError,
+    StaleBlobError,
     UnknownModelVersionError,
 )
 from .ledger import Ledger
@@ -20,10 +24,12 @@ from .locker import KeyServiceClient, Locker, decrypt_bytes, derive_key, encrypt
 from .pipeline import CancelToken, DryRunReport, Outcome, Provenance, PushReport
 
 __all__ = [
+    "ActionRefused",
     "AuthenticationError",
     "BlobError",
     "BlobFilter",
     "BlobPage",
+    "BlobTooLargeError",
     "CancelToken",
     "ConfigError",
     "Curator",
@@ -32,6 +38,7 @@ __all__ = [
     "CustomVisionError",
     "DryRunReport",
     "IntegrityError",
+    "InvalidMetadataError",
     "KeyServiceClient",
     "Ledger",
     "Locker",
@@ -46,6 +53,7 @@ __all__ = [
     "RetrainingDataClient",
     "ServiceError",
     "Settings",
+    "StaleBlobError",
     "TagInfo",
     "TagNameError",
     "UnknownModelVersionError",
