@@ -12,7 +12,7 @@ QUICK ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run app devstack devstack-down seed test lint format lock bench soak clean chromium
+.PHONY: help setup run app devstack devstack-down seed test lint format lock bench clean chromium
 
 help:
 	@echo "make run            set everything up, start the local stack with demo data and the app on http://127.0.0.1:$(APP_PORT)"
@@ -86,9 +86,6 @@ format: $(VENV)/.installed
 
 bench: setup $(SCZPY_VENV)/.installed chromium
 	$(PY) -m bench $(if $(QUICK),--quick,)
-
-soak: setup $(SCZPY_VENV)/.installed
-	$(PY) -m pytest -m soak --run-soak tests/faults
 
 # Not part of `make test`: it talks to the real services named by your settings, with a scratch project it deletes.
 # PROBE_ARGS: --provoke-429, --measure-pace, --mm (see `$(PY) -m tools.azure_probe --help`).

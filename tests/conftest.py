@@ -25,19 +25,6 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 
 
-def pytest_addoption(parser):
-    parser.addoption("--run-soak", action="store_true", help="also run the long fault soaks")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-soak"):
-        return
-    soak = pytest.mark.skip(reason="soak: run with `make soak`")
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(soak)
-
-
 @dataclass
 class LocalStack:
     """The services of one test session and settings that point at them."""

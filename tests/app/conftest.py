@@ -239,3 +239,30 @@ def texts(at: AppTest) -> str:
         if getattr(node, "type", None) in ("dataframe", "arrow_data_frame"):
             parts.append(node.value.to_csv())
     return "\n".join(parts)
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """The files the app offers for download, by file name, as Streamlit's in-memory media store receives them
+    (the bytes a reviewer's click on the download button saves); a file offered again replaces the last one."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    offered: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self, path_or_data, mimetype, kind, filename=None):
+        if filename and isinstance(path_or_data, bytes):
+            offered[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    return offered
+
+
+def csv_rows(data: bytes) -> tuple[list[str], list[dict[str, str]]]:
+    """A downloaded CSV as a spreadsheet reads it: its header and its rows."""
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+    return list(reader.fieldnames or []), list(reader)

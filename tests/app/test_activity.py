@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from percept_core.review import push_selected, reject
-from tests.app.conftest import button, wait_until
+from tests.app.conftest import button, csv_rows, wait_until
 
 PAGE = "pages/activity.py"
 
@@ -14,7 +14,7 @@ def good_blobs(curator, demo):
     return [b for b in curator.blobs() if b.name not in demo.bad.values()]
 
 
-def test_events_say_who_did_what_to_which_blob_and_can_be_filtered(app_env, demo):
+def test_events_say_who_did_what_to_which_blob_and_can_be_filtered(app_env, demo, downloads):
     curator = app_env.curator.acting_as("rae@contoso.example")
     blobs = good_blobs(curator, demo)
     report = push_selected(curator, blobs[:2], tags=["person"])
@@ -29,9 +29,30 @@ def test_events_say_who_did_what_to_which_blob_and_can_be_filtered(app_env, demo
     assert set(pushes["model_version"]) == {f"{b.model_name} {b.model_version}" for b in blobs[:2]}
     assert (events["action"] == "reject").sum() == 3
 
+    # The CSV holds the events as the ledger recorded them: one row each, the table's columns.
+    header, rows = csv_rows(downloads["percept-curator-activity.csv"])
+    assert header == list(events.columns)
+    recorded = curator.ledger.events()
+    assert len(rows) == len(recorded) == len(events)
+    assert sorted((r["action"], r["blob"], r["who"]) for r in rows) == sorted(
+        (e.action, e.blob, e.actor) for e in recorded
+    )
+    pushed_ids = {o.name: o.image_id for o in report.outcomes}
+    assert {(r["blob"], r["outcome"], r["image_id"]) for r in rows if r["action"] == "push"} == {
+        (name, "pushed", image_id) for name, image_id in pushed_ids.items()
+    }
+    assert {r["blob"] for r in rows if r["action"] == "reject"} == {b.name for b in blobs[2:5]}
+    assert {r["model_version"] for r in rows if r["action"] == "push"} == {
+        f"{b.model_name} {b.model_version}" for b in blobs[:2]
+    }
+
     at.multiselect(key="a_action").set_value(["reject"]).run()
     shown = at.dataframe[0].value
     assert len(shown) == 3 and set(shown["blob"]) == {b.name for b in blobs[2:5]}
+    _, rows = csv_rows(downloads["percept-curator-activity.csv"])  # the download follows the filter
+    assert sorted(r["blob"] for r in rows) == sorted(b.name for b in blobs[2:5]) and {r["action"] for r in rows} == {
+        "reject"
+    }
     assert at.caption[0].value.startswith(f"3 of {len(events)} events")
     at.multiselect(key="a_action").set_value([]).run()
     at.text_input(key="a_blob").input(blobs[0].name).run()

@@ -85,3 +85,21 @@ def test_missing_settings_stop_the_pages_with_what_is_missing(app_env, monkeypat
     at = app_env.open()
     assert "custom_vision_endpoint" in at.error[0].value
     assert not at.exception
+
+
+def test_an_f0_key_shows_the_f0_quota_and_an_unset_rate_paces_at_10_calls_a_second(app_env_factory, monkeypatch):
+    harness = app_env_factory(custom_vision_tier="F0")
+    monkeypatch.delenv("custom_vision_rate_per_second")  # never set, as on a user's machine
+    at = harness.open(PAGE)
+    rows = {row["setting"]: row for row in at.dataframe[0].value.to_dict("records")}
+    assert (rows["custom_vision_tier"]["value"], rows["custom_vision_tier"]["source"]) == ("F0", "environment")
+    rate = rows["custom_vision_rate_per_second"]
+    assert float(rate["value"]) == 10 and rate["source"] == "default"
+    # The client the app pushes with paces at the default rate, a little under it (a 429 costs a Retry-After).
+    assert harness.curator.customvision.limiter.rate == 10 * 0.96
+
+    activity = harness.open("pages/activity.py")
+    assert {m.label: m.value for m in activity.metric}["Images / quota"] == "0 / 5,000"
+    push = harness.open("pages/push_untagged.py")
+    button(push, "Dry run").click().run()
+    assert {m.label: m.value for m in push.metric}["Project headroom"] == "5,000"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from percept_core.review import push_selected
-from tests.app.conftest import button, dialog, wait_until
+from tests.app.conftest import button, csv_rows, dialog, wait_until
 
 PAGE = "pages/push_untagged.py"
 
@@ -51,7 +51,7 @@ def test_dry_run_first_shows_the_counts_as_a_table_and_charts(app_env, demo):
     assert not button(at, "Push all untagged").disabled
 
 
-def test_push_all_untagged_is_confirmed_runs_in_the_background_and_reports(app_env, demo):
+def test_push_all_untagged_is_confirmed_runs_in_the_background_and_reports(app_env, demo, downloads):
     good = good_blobs(app_env.curator, demo)
     at = app_env.open(PAGE)
     button(at, "Dry run").click().run()
@@ -74,6 +74,22 @@ def test_push_all_untagged_is_confirmed_runs_in_the_background_and_reports(app_e
     assert len(rows) == len(good) + 5 and set(rows["outcome"]) == {"pushed", "undecryptable"}
     assert set(rows.loc[rows["outcome"] == "undecryptable", "blob"]) == set(demo.bad.values())
     assert [d.label for d in at.download_button] == ["Download results (CSV)"]
+
+    # The CSV is the run's outcomes: a row per blob, each pushed one with the id of its image in the project.
+    [csv_name] = [name for name in downloads if name.startswith("push-all-")]
+    header, csv_rows_ = csv_rows(downloads[csv_name])
+    assert header == ["blob", "outcome", "reason", "image_id", "model_version", "fitted"]
+    assert len(csv_rows_) == len(good) + 5
+    images = {image.source_blob: image.id for image in app_env.project_images()}
+    assert {r["blob"]: r["image_id"] for r in csv_rows_ if r["outcome"] == "pushed"} == images
+    assert set(images) == {b.name for b in good}
+    failed = {r["blob"]: r for r in csv_rows_ if r["outcome"] == "undecryptable"}
+    assert set(failed) == set(demo.bad.values())
+    assert all(r["reason"] and not r["image_id"] for r in failed.values())
+    assert failed[demo.bad["tampered"]]["reason"].startswith("tampered")
+    assert failed[demo.bad["no-metadata"]]["reason"].startswith("missing metadata")
+    versions = {b.name: f"{b.model_name} {b.model_version}" for b in good}
+    assert {r["blob"]: r["model_version"] for r in csv_rows_ if r["outcome"] == "pushed"} == versions
 
     trainer = app_env.trainer()
     assert trainer.get_untagged_image_count(app_env.project_id) == eligible

@@ -60,31 +60,35 @@ def test_first_page_shows_thumbnails_facts_and_why_bad_blobs_have_no_picture(app
 
 
 def test_filters_work_on_metadata_and_the_ledger_before_decrypting(app_env, demo):
+    from tests.core.test_blobs import _as_seeded
+
     at = app_env.open()
-    listed = {b.name: b for b in app_env.curator.blobs()}
-    everything = list(listed.values())
-    assert set(tile_names(at)) == set(listed)
+    seeded = _as_seeded(app_env.stack)  # name -> (model, version, confidence, day, time), read with the Storage SDK
+    assert set(tile_names(at)) == set(seeded)
+
+    def expect(condition) -> set[str]:
+        names = {name for name, row in seeded.items() if condition(*row)}
+        assert 0 < len(names) < len(seeded)  # a filter case keeps some blobs and leaves out others
+        return names
 
     at.multiselect(key="f_models").set_value(["shelf-monitor"]).run()
-    shown = tile_names(at)
-    assert shown and all(listed[n].model_name == "shelf-monitor" for n in shown)
-    assert len(shown) == sum(1 for b in everything if b.model_name == "shelf-monitor")
+    assert set(tile_names(at)) == expect(lambda m, v, c, d, t: m == "shelf-monitor")
 
     at.multiselect(key="f_models").set_value([]).run()
     at.slider(key="f_confidence").set_value((0, 30)).run()
-    shown = tile_names(at)
-    assert shown and all(listed[n].confidence <= 30 for n in shown)
-    assert len(shown) == sum(1 for b in everything if b.confidence is not None and b.confidence <= 30)
+    assert set(tile_names(at)) == expect(lambda m, v, c, d, t: c <= 30)
 
     at.slider(key="f_confidence").set_value((0, 100)).run()
-    day = next(b.captured_at.date() for b in everything if b.captured_at)
+    # a day with frames before and after noon: the filter takes the whole day
+    days = sorted({d for *_, d, _ in seeded.values()})
+    day = next(x for x in days if {t < "12" for *_, d, t in seeded.values() if d == x} == {True, False})
     at.date_input(key="f_dates").set_value((day, day)).run()
-    shown = tile_names(at)
-    assert shown and all(listed[n].captured_at.date() == day for n in shown)
+    assert set(tile_names(at)) == expect(lambda m, v, c, d, t: d == day)
 
     at.date_input(key="f_dates").set_value(()).run()
     at.text_input(key="f_name").input("2026-11-15-12-0").run()
-    assert set(tile_names(at)) == {n for n in listed if "2026-11-15-12-0" in n}
+    by_name = {n for n in seeded if "2026-11-15-12-0" in n}
+    assert set(demo.bad.values()) <= by_name and set(tile_names(at)) == by_name
 
     # The state comes from the ledger: the bad blobs were noted when their tiles could not be drawn.
     at.text_input(key="f_name").input("").run()

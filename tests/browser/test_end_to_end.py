@@ -159,15 +159,25 @@ def test_a_page_opened_by_its_url_on_a_fresh_server_has_the_whole_app_around_it(
     page.screenshot(path=artifacts_dir / "connections-opened-by-url.png")
 
 
+def until(condition, *, what: str, timeout: float = 30) -> None:
+    """Poll `condition` (the test's own view of a service) until it holds, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)  # polling interval of a deadline-bounded wait, not a synchronisation
+
+
 def test_a_push_goes_on_and_is_reported_when_the_reviewer_acts_meanwhile(app_server, page, stack, demo, cv_faults):
     """Streamlit stops a page's run as soon as the reviewer clicks anything: the push must not stop with it,
     must be reported, and must leave the frame picked meanwhile picked."""
-    server, project_id, _ = app_server
+    server, project_id, ledger_path = app_server
     reader = Curator(stack.settings())
-    good = [b.name for b in reader.blobs() if b.name not in demo.bad.values()]
+    blobs = {b.name: b for b in reader.blobs()}
+    good = [name for name in blobs if name not in demo.bad.values()]
     chosen, picked_meanwhile = good[:4], good[4]
-    # The upload's answer comes 3 s after the images are stored: the push is surely under way when the reviewer acts.
-    cv_faults([{"operation": "CreateImagesFromFiles", "kind": "slow", "delay": 3, "times": 1}])
+    # Custom Vision stores the images at once and holds its answer to one upload 6 s: the push is in flight meanwhile.
+    cv_faults([{"operation": "CreateImagesFromFiles", "kind": "slow", "delay": 6, "times": 1}])
 
     page.goto(server.url)
     expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible()
@@ -178,13 +188,29 @@ def test_a_push_goes_on_and_is_reported_when_the_reviewer_acts_meanwhile(app_ser
 
     page.get_by_role("button", name="Push selected").click()
     expect(page.get_by_text(re.compile(r"^Pushing: \d+/4"))).to_be_visible()
-    page.get_by_text(picked_meanwhile, exact=True).click()
+    ledger = Ledger(ledger_path)
+    keys = [blobs[name].key for name in chosen]
 
-    expect(page.get_by_text("Push: 4 pushed")).to_be_visible()
+    def in_flight() -> bool:
+        """The four frames reached Custom Vision, and an answer has not come back: the ledger still holds a frame
+        as claimed, and has recorded fewer than four pushes."""
+        records = ledger.records(keys, project_id)
+        return "pushing" in {r.push_state for r in records.values()} and len(ledger.events(action="push")) < 4
+
+    until(lambda: len(stack.emulator.images(project_id)) == 4, what="the uploads to reach Custom Vision")
+    assert in_flight()
+    page.get_by_text(picked_meanwhile, exact=True).click()
+    # The app took the click (the caption, drawn by the server, counts the new pick with the four being pushed)
+    # while the held upload was still unanswered.
+    expect(page.get_by_text(re.compile(r"^5 selected \(5 on this page\)"))).to_be_visible(timeout=30_000)
+    assert in_flight()
+
+    expect(page.get_by_text("Push: 4 pushed")).to_be_visible(timeout=30_000)
     drawn(page)
     expect(page.get_by_text(re.compile(r"^1 selected \(1 on this page\)"))).to_be_visible()
     expect(page.get_by_label(picked_meanwhile, exact=True)).to_be_checked()
     for name in chosen:
         expect(page.get_by_label(name, exact=True)).not_to_be_checked()
+    assert {r.push_state for r in ledger.records(keys, project_id).values()} == {"pushed"}
     sources = [image.metadata["source_blob"] for image in project_images(stack, project_id)]
     assert sorted(sources) == sorted(chosen)  # each once, and nothing of the frame picked meanwhile

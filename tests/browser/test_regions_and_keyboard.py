@@ -210,3 +210,93 @@ def test_keys_pressed_while_the_app_runs_pick_what_the_reviewer_asked(app_server
             drawn(page)
             expect(page.get_by_text(re.compile(rf"^{selected} selected \("))).to_be_visible(timeout=SLOW)
             expect(page.locator(f"{TILE} input[type=checkbox]:checked")).to_have_count(selected, timeout=SLOW)
+
+
+KEYS_CONTAINER = "keyspaging"
+
+
+@pytest.fixture
+def two_page_app_server(stack, tmp_path) -> Iterator[tuple[StreamlitServer, list[str]]]:
+    """The app on a container of 50 small frames, one more page than the 48 tiles of the first; (server, names
+    in the order the gallery shows them)."""
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.support.frames import jpeg, upload_frames
+
+    service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
+    if not service.get_container_client(KEYS_CONTAINER).exists():
+        upload_frames(stack, KEYS_CONTAINER, [jpeg(3000 + i, (160, 120)) for i in range(50)])
+    names = [b.name for b in Curator(stack.settings(mm_telemetry_storage_container=KEYS_CONTAINER)).blobs()]
+    assert len(names) == 50
+    env = stack.environment(
+        mm_telemetry_storage_container=KEYS_CONTAINER,
+        custom_vision_project_id=stack.new_project("browser keys", tags=("person",)),
+        percept_ledger_path=str(tmp_path / "ledger" / "ledger.sqlite"),
+    )
+    server = StreamlitServer.start(env, workdir=tmp_path / "app")
+    try:
+        yield server, names
+    finally:
+        server.stop()
+
+
+def test_arrows_k_space_enter_n_and_p_do_what_the_shortcut_list_says(two_page_app_server, page):
+    """Each key is pressed once the previous key's effect shows on the page."""
+    server, names = two_page_app_server
+    columns = 6  # tiles a row: ↓ and ↑ move by a row
+    open_review(page, server.url)
+    expect(page.get_by_text(re.compile(r"^Page 1 · 48 blobs · more after it")).first).to_be_visible(timeout=SLOW)
+
+    def focused(index: int) -> None:
+        expect(page.get_by_label(names[index], exact=True)).to_be_focused(timeout=SLOW)
+
+    page.keyboard.press("ArrowRight")  # nothing focused yet: the first tile
+    focused(0)
+    for key, index in (
+        ("ArrowRight", 1),
+        ("ArrowDown", 1 + columns),
+        ("ArrowDown", 1 + 2 * columns),
+        ("ArrowUp", 1 + columns),
+        ("k", columns),
+        ("ArrowLeft", columns - 1),
+        ("j", columns),
+    ):
+        page.keyboard.press(key)
+        focused(index)
+
+    picked = names[columns]
+    page.keyboard.press("Space")
+    expect(page.get_by_label(picked, exact=True)).to_be_checked(timeout=SLOW)
+    expect(page.get_by_text(re.compile(r"^1 selected \(1 on this page\)"))).to_be_visible(timeout=SLOW)
+    drawn(page)
+    focused(columns)
+    page.keyboard.press("Space")  # again: unselected
+    expect(page.get_by_label(picked, exact=True)).not_to_be_checked(timeout=SLOW)
+    expect(page.get_by_text(re.compile(r"^0 selected"))).to_be_visible(timeout=SLOW)
+    drawn(page)
+    focused(columns)
+    page.keyboard.press("Space")
+    expect(page.get_by_text(re.compile(r"^1 selected \(1 on this page\)"))).to_be_visible(timeout=SLOW)
+    drawn(page)
+
+    focused(columns)
+    page.keyboard.press("Enter")  # the focused tile's larger view
+    expect(page.get_by_role("dialog").get_by_text(picked, exact=True)).to_be_visible(timeout=SLOW)
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0, timeout=SLOW)
+    drawn(page)
+
+    page.keyboard.press("n")  # the next page: the last two frames; the pick stays
+    expect(page.get_by_text(re.compile(r"^Page 2 · 2 blobs · the last page")).first).to_be_visible(timeout=SLOW)
+    expect(page.get_by_text(re.compile(r"^1 selected \(0 on this page\)"))).to_be_visible(timeout=SLOW)
+    drawn(page)
+    expect(page.locator(f"{TILE} input[type=checkbox]")).to_have_count(2, timeout=SLOW)
+    for name in names[48:]:
+        expect(page.get_by_label(name, exact=True)).to_be_visible(timeout=SLOW)
+
+    page.keyboard.press("p")  # and back
+    expect(page.get_by_text(re.compile(r"^Page 1 · 48 blobs · more after it")).first).to_be_visible(timeout=SLOW)
+    drawn(page)
+    expect(page.locator(f"{TILE} input[type=checkbox]")).to_have_count(48, timeout=SLOW)
+    expect(page.get_by_label(picked, exact=True)).to_be_checked(timeout=SLOW)
+    expect(page.get_by_text(re.compile(r"^1 selected \(1 on this page\)"))).to_be_visible(timeout=SLOW)

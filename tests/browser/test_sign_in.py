@@ -372,9 +372,21 @@ def test_without_auth_the_reviewer_is_the_os_user_and_there_is_no_sign_out(monke
     assert "Sign out" not in [b.label for b in at.button]
 
 
-def test_entra_s_multi_tenant_endpoint_is_refused_for_an_allow_list_of_e_mails(monkeypatch, tmp_path):
-    """With `common`, any tenant's account could carry a reviewer's e-mail (the "nOAuth" pattern)."""
-    common = {**AUTH, "server_metadata_url": AUTH["server_metadata_url"].replace(TENANT, "common")}
-    at = gate_run(monkeypatch, tmp_path, auth=common, user={"is_logged_in": True, "email": ALICE.email})
+A_GUID = "00000000-0000-0000-0000-00000000a11c"
+
+
+@pytest.mark.parametrize("endpoint", ["common", "organizations", "consumers", "Organizations"])
+def test_entra_s_multi_tenant_endpoints_are_refused_for_an_allow_list_of_e_mails(monkeypatch, tmp_path, endpoint):
+    """Through `common`, `organizations` or `consumers`, any tenant's account (or any personal Microsoft account)
+    could sign in and carry a reviewer's e-mail (the "nOAuth" pattern): the app names the setting and lets no one in."""
+    shared = {**AUTH, "server_metadata_url": AUTH["server_metadata_url"].replace(TENANT, endpoint)}
+    at = gate_run(
+        monkeypatch,
+        tmp_path,
+        auth=shared,
+        user={"is_logged_in": True, "email": ALICE.email, "xms_edov": True, "tid": TENANT, "oid": A_GUID},
+        percept_reviewers=ALICE.email,
+    )
     assert "auth.server_metadata_url must name your Microsoft Entra tenant" in at.error[0].value
     assert [b.label for b in at.button] == [] and len(at.sidebar) == 0
+    assert "reviewer" not in at.session_state

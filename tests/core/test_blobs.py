@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -57,19 +58,59 @@ def test_lists_metadata_and_reads_confidence_and_capture_time(demo, stack):
     assert no_metadata.confidence == 44 and no_metadata.captured_at == datetime(2026, 11, 15, 12, 3)
 
 
-def test_filters_work_on_metadata(demo, stack):
+def _as_seeded(stack) -> dict[str, tuple[str | None, str | None, float, date, str]]:
+    """Each blob of the demo container as the devices wrote it, read with the Storage SDK alone (not the code under
+    test): name -> (model_name, model_version, confidence, capture day, capture time as HH-MM-SS). Device names are
+    `<confidence>-<YYYY-mm-dd-HH-MM-SS>.jpg.dec`; the confidence metadata, where present, is what counts."""
+    container = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_container_client("data")
+    seeded = {}
+    for properties in container.list_blobs(include=["metadata"]):
+        metadata = properties.metadata or {}
+        confidence, day, clock = re.fullmatch(
+            r"(\d+)-(\d{4}-\d{2}-\d{2})-(\d{2}-\d{2}-\d{2})\.jpg\.dec", properties.name
+        ).groups()
+        seeded[properties.name] = (
+            metadata.get("model_name"),
+            metadata.get("model_version"),
+            float(metadata.get("confidence", confidence)),
+            date.fromisoformat(day),
+            clock,
+        )
+    return seeded
+
+
+def test_filters_return_exactly_the_blobs_whose_metadata_matches(demo, stack):
     curator = Curator(stack.settings())
-    everything = list(curator.blobs())
-    low = list(curator.blobs(max_confidence=30))
-    assert low and all(b.confidence <= 30 for b in low)
-    assert len(low) == sum(1 for b in everything if b.confidence is not None and b.confidence <= 30)
-    version = list(curator.blobs(model_names=("people-counter",), model_versions=("1.1",)))
-    assert version and {(b.model_name, b.model_version) for b in version} == {("people-counter", "1.1")}
-    day = everything[0].captured_at.date()
-    same_day = list(curator.blobs(captured_from=day, captured_to=day))
-    assert same_day and all(b.captured_at.date() == day for b in same_day)
-    by_name = list(curator.blobs(name_contains="-2026-11-15-12-0"))
-    assert {b.name for b in by_name} >= set(demo.bad.values()) - {demo.bad["not-an-image"]} or by_name
+    seeded = _as_seeded(stack)
+    assert {b.name for b in curator.blobs()} == set(seeded)
+
+    def listed(**flt) -> set[str]:
+        return {b.name for b in curator.blobs(**flt)}
+
+    def expect(condition) -> set[str]:
+        names = {name for name, row in seeded.items() if condition(*row)}
+        assert 0 < len(names) < len(seeded), "a filter case must keep some blobs and leave out others"
+        return names
+
+    assert listed(max_confidence=30) == expect(lambda m, v, c, d, t: c <= 30)
+    assert listed(min_confidence=60) == expect(lambda m, v, c, d, t: c >= 60)
+    assert listed(model_names=("people-counter",), model_versions=("1.1",)) == expect(
+        lambda m, v, c, d, t: (m, v) == ("people-counter", "1.1")
+    )
+    assert listed(model_names=("shelf-monitor",)) == expect(lambda m, v, c, d, t: m == "shelf-monitor")
+    # A day runs from 00:00:00 to 23:59:59: the busiest day has frames on both sides of noon.
+    days = sorted({row[3] for row in seeded.values()}, key=lambda d: -sum(r[3] == d for r in seeded.values()))
+    day = next(d for d in days if {r[4] < "12" for r in seeded.values() if r[3] == d} == {True, False})
+    assert listed(captured_from=day, captured_to=day) == expect(lambda m, v, c, d, t: d == day)
+    later = day + timedelta(days=2)
+    assert listed(captured_from=day, captured_to=later) == expect(lambda m, v, c, d, t: day <= d <= later)
+    by_name = {name for name in seeded if "-2026-11-15-12-0" in name}
+    assert set(demo.bad.values()) <= by_name < set(seeded)  # the five bad blobs were written 12:00 to 12:04
+    assert listed(name_contains="-2026-11-15-12-0") == by_name
+    assert listed(name_contains="-2026-11-15-12-0".upper()) == by_name  # case-insensitively
+    assert listed(model_names=("people-counter",), min_confidence=20, max_confidence=70, captured_from=day) == expect(
+        lambda m, v, c, d, t: m == "people-counter" and 20 <= c <= 70 and d >= day
+    )
 
 
 def test_first_page_lists_no_further_than_needed(big_container):
@@ -121,7 +162,7 @@ def test_each_bad_blob_gives_its_specific_error_and_the_good_ones_carry_on(demo,
     for case, error_type in expected.items():
         error = errors[demo.bad[case]]
         assert type(error) is error_type, (case, error)
-        assert demo.bad[case] in str(error) or "metadata" in str(error) or "no key" in str(error)
+        assert repr(demo.bad[case]) in str(error), (case, str(error))  # the reader learns which blob it is
         assert error.hint
     assert errors[demo.bad["unknown-version"]].reason == "unknown model version"
     assert errors[demo.bad["tampered"]].reason == "tampered"
@@ -131,9 +172,15 @@ def test_each_bad_blob_gives_its_specific_error_and_the_good_ones_carry_on(demo,
 
 
 def test_decrypt_returns_the_exact_frame_the_device_encrypted(demo, stack):
+    from devstack.seed import plan_frames, render_frame
+
     curator = Curator(stack.settings())
     blob = next(b for b in curator.blobs() if b.name not in demo.bad.values())
+    # The device's frame, rendered again from the seed's plan (deterministic): byte for byte what was encrypted.
+    [spec] = [s for s in plan_frames(demo.frames) if s.device_name + ".dec" == blob.name]
+    original = render_frame(spec)
     plaintext = curator.decrypt(blob)
+    assert len(plaintext) == len(original) and plaintext == original
     info = inspect_image(plaintext)
-    assert info.format == "JPEG" and (info.width, info.height) in ((640, 480), (1280, 720), (1920, 1080))
+    assert info.format == "JPEG" and (info.width, info.height) == spec.size
     assert curator.locker.fetches == 1  # the key was fetched and derived once for that version

@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -94,23 +93,66 @@ def test_a_stale_claim_from_another_host_expires_with_its_lease(tmp_path):
     assert patient.claim([KEYS[1]], PROJECT, patient.new_run_id(), actor="here")[0] == []
 
 
-def _claim_all(path: str) -> list:
+def _claim_in_step(path: str, me: int, ready, entered, results) -> None:
+    """Claim KEYS one by one so that, for every key, both processes are inside `claim` at once.
+
+    Both meet at the barrier `ready` before each key. `entered[i][k]` is set by process i at the first statement of
+    its claim of key k (BEGIN, before it waits for the lock). At its next statement (inside the transaction), each
+    process waits until the other has begun too: whoever holds the lock then settles the key while the other is
+    inside `claim`, waiting for it (or, were the lock broken, reading the same row).
+    """
     ledger = Ledger(path)
     run = ledger.new_run_id()
+    other = 1 - me
+    current = {"key": 0, "statements": 0, "lost": False}
+
+    def rendezvous(statement: str) -> None:
+        current["statements"] += 1
+        if current["statements"] == 1:
+            entered[me][current["key"]].set()
+        elif current["statements"] == 2 and not entered[other][current["key"]].wait(timeout=60):
+            current["lost"] = True  # (an exception raised here would be swallowed by sqlite3)
+
     got = []
-    for key in KEYS:
-        claimed, _ = ledger.claim([key], PROJECT, run, actor=run)
-        got += claimed
-    return got
+    try:
+        ledger._db.set_trace_callback(rendezvous)  # the ledger's own connection: statements as SQLite runs them
+        for index, key in enumerate(KEYS):
+            # Both at the start line of this key (and done with the last one, whose lock the other may still hold)
+            ready.wait(timeout=60)
+            current.update(key=index, statements=0)
+            claimed, skipped = ledger.claim([key], PROJECT, run, actor=run)
+            if current["lost"]:
+                raise TimeoutError("the other process never began its claim of this key")
+            got.append((key, claimed == [key], skipped.get(key)))
+        ledger._db.set_trace_callback(None)
+    except Exception as exc:  # reported, and the other process let go at once, so the test fails fast
+        ready.abort()
+        for event in entered[me]:
+            event.set()
+        got = f"{KEYS[current['key']][1]}: {exc!r}"
+    results.put((run, got))
 
 
-def test_two_processes_claiming_at_once_split_the_work(tmp_path):
+def test_two_processes_claiming_the_same_blobs_at_once_get_each_exactly_once(tmp_path):
     path = str(tmp_path / "shared.sqlite")
     Ledger(path)
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        first, second = pool.map(_claim_all, [path, path])
-    assert sorted(first + second) == sorted(KEYS)
-    assert not set(first) & set(second)
+    context = multiprocessing.get_context("spawn")
+    ready, entered, results = context.Barrier(2), [[context.Event() for _ in KEYS] for _ in range(2)], context.Queue()
+    processes = [context.Process(target=_claim_in_step, args=(path, me, ready, entered, results)) for me in range(2)]
+    for process in processes:
+        process.start()
+    (first_run, first), (second_run, second) = results.get(timeout=120), results.get(timeout=120)
+    for process in processes:
+        process.join(timeout=60)
+    assert isinstance(first, list) and isinstance(second, list), (first, second)
+    for (key, got_first, why_first), (_, got_second, why_second) in zip(first, second, strict=True):
+        assert got_first != got_second, f"{key[1]}: claimed by {'both processes' if got_first else 'neither process'}"
+        assert (why_first or why_second) == "being pushed by another run"  # the loser saw the winner's claim
+    # The ledger agrees: each blob is held by one run, and the claims add up to every blob once.
+    holders = {claim.key: claim.run_id for claim in Ledger(path).claims(PROJECT)}
+    assert set(holders) == set(KEYS)
+    assert {key for key, got, _ in first if got} == {k for k, run in holders.items() if run == first_run}
+    assert {key for key, got, _ in second if got} == {k for k, run in holders.items() if run == second_run}
 
 
 def test_failed_pushes_are_retried_and_released_claims_leave_no_trace(ledger):

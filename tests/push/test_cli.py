@@ -338,3 +338,124 @@ def _blobs(stack):
     from percept_core import Curator
 
     return list(Curator(stack.settings()).blobs())
+
+
+# -- list: exactly the blobs whose metadata matches; --actor; each image's provenance -----------------------------
+
+# name -> (model, version, confidence as its metadata says, capture time): the expectations below are computed from it
+LISTED_MODELS = {"people-counter": "1.0", "shelf-monitor": "2.3"}
+LISTED = {
+    "12-2026-11-02-10-00-00.jpg.dec": ("people-counter", "1.0", "12.5", "2026-11-02T09:59:58"),  # metadata wins
+    "35-2026-11-02-15-00-00.jpg.dec": ("people-counter", "1.0", "35", "2026-11-02T15:00:00"),
+    "58-2026-11-03-09-00-00.jpg.dec": ("people-counter", "1.0", "58", "2026-11-03T09:00:00"),
+    "81-2026-11-04-23-59-59.jpg.dec": ("people-counter", "1.0", "81", "2026-11-04T23:59:59"),
+    "20-2026-11-02-11-00-00.jpg.dec": ("shelf-monitor", "2.3", "20", "2026-11-02T11:00:00"),
+    "47-2026-11-03-00-00-00.jpg.dec": ("shelf-monitor", "2.3", "47", "2026-11-03T00:00:00"),
+    "66-2026-11-05-08-00-00.jpg.dec": ("shelf-monitor", "2.3", "66", "2026-11-05T08:00:00"),
+}
+
+
+@pytest.fixture(scope="module")
+def listed_container(stack) -> str:
+    """A container of LISTED frames, written once for the module (listing and pushing leave it as it is)."""
+    from azure.storage.blob import BlobServiceClient
+
+    container = "clilisted"
+    for model, version in LISTED_MODELS.items():
+        names = [n for n, row in LISTED.items() if row[0] == model]
+        upload_frames(
+            stack, container, [jpeg(700 + len(n) + int(n[:2])) for n in names], model=(model, version), names=names
+        )
+    # One blob says more in its metadata than its name does: a decimal confidence and a capture time of its own.
+    blob = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_blob_client(
+        container, "12-2026-11-02-10-00-00.jpg.dec"
+    )
+    metadata = blob.get_blob_properties().metadata
+    blob.set_blob_metadata({**metadata, "confidence": "12.5", "capture_time": "2026-11-02T09:59:58"})
+    return container
+
+
+def _listed(run_cli, container: str, *filters: str) -> set[str]:
+    result = run_cli("list", "--json", *filters, mm_telemetry_storage_container=container)
+    assert result.returncode == 0, result.stderr
+    return {row["name"] for row in json.loads(result.stdout)}
+
+
+def _where(condition) -> set[str]:
+    names = {name for name, row in LISTED.items() if condition(row[0], row[1], float(row[2]), row[3])}
+    assert 0 < len(names) < len(LISTED)  # each case keeps some blobs and leaves others out
+    return names
+
+
+def test_list_shows_exactly_the_blobs_each_filter_matches(listed_container, run_cli):
+    c = listed_container
+    result = run_cli("list", "--json", mm_telemetry_storage_container=c)
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == set(LISTED)
+    for name, (model, version, confidence, captured) in LISTED.items():
+        row = rows[name]
+        assert (row["model_name"], row["model_version"], row["confidence"], row["captured_at"], row["state"]) == (
+            model,
+            version,
+            float(confidence),
+            captured,
+            "new",
+        )
+    assert _listed(run_cli, c, "--model", "people-counter") == _where(lambda m, v, conf, t: m == "people-counter")
+    assert _listed(run_cli, c, "--version", "2.3") == _where(lambda m, v, conf, t: v == "2.3")
+    assert _listed(run_cli, c, "--max-confidence", "35") == _where(lambda m, v, conf, t: conf <= 35)
+    assert _listed(run_cli, c, "--min-confidence", "40", "--max-confidence", "70") == _where(
+        lambda m, v, conf, t: 40 <= conf <= 70
+    )
+    # whole days, from 00:00:00 to 23:59:59
+    assert _listed(run_cli, c, "--since", "2026-11-03", "--until", "2026-11-04") == _where(
+        lambda m, v, conf, t: "2026-11-03" <= t[:10] <= "2026-11-04"
+    )
+    assert _listed(run_cli, c, "--contains=-11-02-", "--model", "people-counter", "--max-confidence", "40") == (
+        _where(lambda m, v, conf, t: m == "people-counter" and conf <= 40 and t.startswith("2026-11-02"))
+    )
+    text = run_cli("list", "--limit", "2", "--prefix", "3", mm_telemetry_storage_container=c)
+    assert text.returncode == 0 and text.stdout.splitlines()[-1] == "1 blob(s)"  # only 35-... starts with 3
+    assert "35-2026-11-02-15-00-00.jpg.dec" in text.stdout
+
+
+def test_actor_is_who_the_ledger_records_and_the_os_user_otherwise(
+    listed_container, stack, project_id, run_cli, tmp_path
+):
+    from percept_core import Ledger
+    from percept_core.ledger import default_actor
+
+    settings = {"mm_telemetry_storage_container": listed_container, "custom_vision_project_id": project_id}
+    first, second, third = sorted(LISTED)[:3]
+    assert run_cli("--actor", "ana@contoso.example", "reject", first, **settings).returncode == 0
+    assert run_cli("--actor", "ben@contoso.example", "push", second, **settings).returncode == 0
+    assert run_cli("reject", third, **settings).returncode == 0
+    events = Ledger(tmp_path / "ledger.sqlite").events()
+    assert {(e.actor, e.action, e.blob) for e in events if e.action in ("reject", "push")} == {
+        ("ana@contoso.example", "reject", first),
+        ("ben@contoso.example", "push", second),
+        (default_actor(), "reject", third),
+    }
+
+
+def test_each_pushed_image_carries_the_blob_s_confidence_and_capture_time(listed_container, stack, project_id, run_cli):
+    from azure.storage.blob import BlobServiceClient
+
+    settings = {"mm_telemetry_storage_container": listed_container, "custom_vision_project_id": project_id}
+    result = run_cli("push-untagged", "--yes", **settings)
+    assert result.returncode == 0, result.stderr
+    container = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_container_client(
+        listed_container
+    )
+    blobs = {b.name: b for b in container.list_blobs(include=["metadata"])}
+    images = {image.metadata["source_blob"]: image.metadata for image in stack.emulator.images(project_id)}
+    assert set(images) == set(LISTED) == set(blobs)
+    for name, metadata in images.items():
+        blob = blobs[name]
+        assert metadata["confidence"] == blob.metadata["confidence"] == LISTED[name][2]
+        assert metadata["captured_at"] == blob.metadata.get("capture_time", LISTED[name][3]) == LISTED[name][3]
+        assert (metadata["model_name"], metadata["model_version"]) == (
+            blob.metadata["model_name"],
+            blob.metadata["model_version"],
+        )
+        assert (metadata["source_container"], metadata["source_etag"]) == (listed_container, blob.etag.strip('"'))
