@@ -6,6 +6,8 @@ import contextlib
 import itertools
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from percept_core import Curator, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
+CLI = [sys.executable, "-m", "percept_core.cli"]  # `percept-curator`, as the console script runs it
 
 
 @dataclass
@@ -209,3 +212,30 @@ def cv_faults(stack) -> Iterator[Callable[[list[dict]], None]]:
 def mm_faults(stack) -> Iterator[Callable[[list[dict]], None]]:
     """Set an MM server fault plan for the test; cleared afterwards."""
     yield from _fault_plan(f"{stack.mm.url}/_emulator/faults")
+
+
+@pytest.fixture
+def run_cli(stack, tmp_path):
+    """Run the CLI in an empty folder with the test stack's settings in its environment."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+
+    def run(*args: str, check_secrets: bool = True, umask: int = -1, **settings: str) -> subprocess.CompletedProcess:
+        settings.setdefault("percept_ledger_path", str(tmp_path / "ledger.sqlite"))
+        env = stack.environment(**settings)
+        result = subprocess.run(
+            [*CLI, *args],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+            umask=umask,
+        )
+        if check_secrets:
+            for secret in (stack.training_key, stack.mm_config.bootstrap_secret):
+                assert secret not in result.stdout + result.stderr
+        return result
+
+    return run

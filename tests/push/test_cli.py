@@ -8,43 +8,14 @@ import signal
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.conftest import CLI
 from tests.support.frames import jpeg, upload_frames
-
-CLI = [sys.executable, "-m", "percept_core.cli"]
-
-
-@pytest.fixture
-def run_cli(stack, tmp_path):
-    """Run the CLI in an empty folder with the test stack's settings in its environment."""
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-
-    def run(*args: str, check_secrets: bool = True, umask: int = -1, **settings: str) -> subprocess.CompletedProcess:
-        settings.setdefault("percept_ledger_path", str(tmp_path / "ledger.sqlite"))
-        env = stack.environment(**settings)
-        result = subprocess.run(
-            [*CLI, *args],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-            umask=umask,
-        )
-        if check_secrets:
-            for secret in (stack.training_key, stack.mm_config.bootstrap_secret):
-                assert secret not in result.stdout + result.stderr
-        return result
-
-    return run
 
 
 def test_push_untagged_pushes_every_eligible_demo_blob_and_reports_the_bad_ones(demo, stack, project_id, run_cli):

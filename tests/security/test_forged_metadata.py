@@ -14,8 +14,6 @@ import dataclasses
 import json
 import logging
 import re
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -71,6 +69,7 @@ UNSTORABLE: dict[str, tuple[str, str]] = {
 }
 FORGED = {**STORABLE, **BLANK}
 CONTAINER = "forgedmetadata"
+ON_CONTAINER = {"mm_telemetry_storage_container": CONTAINER}  # where the CLI lists the forged blobs
 CARRIERS = "forgedcarriers"
 
 
@@ -322,33 +321,10 @@ def test_the_review_page_shows_the_refusal_instead_of_a_picture(stack, forged, r
     assert {c.label for c in at.checkbox if c.key and c.key.startswith("pick:")} == {blob_name(c) for c in FORGED}
 
 
-@pytest.fixture
-def run_cli(stack, tmp_path):
-    """`percept-curator` (percept_core.cli main) in a subprocess, settings in its environment, on CONTAINER."""
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-
-    def run(*args: str, **settings: str) -> subprocess.CompletedProcess:
-        env = stack.environment(
-            percept_ledger_path=str(tmp_path / "ledger.sqlite"), mm_telemetry_storage_container=CONTAINER, **settings
-        )
-        return subprocess.run(
-            [sys.executable, "-m", "percept_core.cli", *args],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
-
-    return run
-
-
 def test_the_cli_decrypts_no_forged_blob_and_pushes_none(stack, forged, run_cli, tmp_path, project_id):
     before = mm_requests(stack)
     target = tmp_path / "frame.jpg"
-    result = run_cli("--json", "decrypt", blob_name("dotdot-bootstrap"), "--out", str(target))
+    result = run_cli("--json", "decrypt", blob_name("dotdot-bootstrap"), "--out", str(target), **ON_CONTAINER)
     assert result.returncode == 1, (result.stdout, result.stderr)
     document = json.loads(result.stdout)
     assert document["error"] == "invalid metadata"
@@ -358,12 +334,12 @@ def test_the_cli_decrypts_no_forged_blob_and_pushes_none(stack, forged, run_cli,
     )
     assert not target.exists()
 
-    text = run_cli("decrypt", blob_name("encoded-dots"), "--out", str(target))
+    text = run_cli("decrypt", blob_name("encoded-dots"), "--out", str(target), **ON_CONTAINER)
     assert text.returncode == 1 and "has an invalid model_name in its metadata: '%2e%2e'" in text.stderr
     assert "Reject the blob" in text.stderr and not target.exists()
 
     names = [blob_name(case) for case in STORABLE]
-    pushed = run_cli("--json", "push", *names, custom_vision_project_id=project_id)
+    pushed = run_cli("--json", "push", *names, custom_vision_project_id=project_id, **ON_CONTAINER)
     assert pushed.returncode == 1, pushed.stderr
     outcome = json.loads(pushed.stdout)
     assert outcome["counts"] == {"undecryptable": len(STORABLE)}
