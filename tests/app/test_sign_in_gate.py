@@ -19,20 +19,13 @@ from percept_core.csvsafe import csv_text, safe_csv_bytes
 from percept_core.ledger import default_actor
 from percept_core.review import reject
 from tests.app.conftest import button, texts, tick, tile_checkbox, tile_names
+from tests.support.entra import AUTH, TENANT
 from tests.support.frames import jpeg, upload_frames
 
-TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OTHER_TENANT = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
 ALICE_OID = "00000000-0000-0000-0000-00000000a11c"
 OTHER_OID = "00000000-0000-0000-0000-0000000000b0"
 ALICE = "alice@contoso.example"
-AUTH = {
-    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
-    "cookie_secret": "a cookie secret of thirty-two characters",
-    "client_id": "percept-curator",
-    "client_secret": "a client secret",
-    "server_metadata_url": f"https://login.microsoftonline.com/{TENANT}/v2.0/.well-known/openid-configuration",
-}
 AUTH_KEYS = ("auth.redirect_uri", "auth.cookie_secret", "auth.client_id", "auth.client_secret")
 
 

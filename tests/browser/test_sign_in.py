@@ -20,6 +20,7 @@ from devstack.servers import free_port
 from pages._text import unescape
 from percept_core import Curator, Ledger
 from percept_core.ledger import default_actor
+from tests.support.entra import AUTH, TENANT
 from tests.support.frames import jpeg, upload_frames
 from tests.support.streamlit_server import StreamlitServer
 
@@ -282,15 +283,6 @@ def test_blob_names_that_are_markdown_or_html_show_as_written_and_load_nothing(p
 
 
 # -- the gate's other refusals, decided without a browser (AppTest, with [auth] in its secrets) -----------------
-
-TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"  # the Directory (tenant) id the metadata URL names
-AUTH = {
-    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
-    "cookie_secret": "a cookie secret of thirty-two characters",
-    "client_id": "percept-curator",
-    "client_secret": "a client secret",
-    "server_metadata_url": f"https://login.microsoftonline.com/{TENANT}/v2.0/.well-known/openid-configuration",
-}
 
 
 @pytest.fixture(autouse=True)
