@@ -21,7 +21,7 @@ from .sczpy_worker import SczpyWorker
 from .stack import QUOTA_RATE, start
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("decrypt", "first_page", "push", "memory", "reviewer")
+BENCHMARKS = ("decrypt", "first_page", "push", "lost_ledger", "memory", "reviewer")
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,8 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
         if "push" in only:
             container(plan.push_blobs)
             container(plan.sample_blobs)
+        if "lost_ledger" in only:
+            container(plan.sample_blobs)
         if "memory" in only:
             for n in plan.memory_sizes:
                 container(n)
@@ -149,6 +151,11 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
                     sample_repeats=plan.sample_repeats,
                     versions=seeder.versions(plan.push_blobs),
                 )
+        if "lost_ledger" in only:
+            _log(f"lost ledger: push all untagged of {plan.sample_blobs} frames already in the project, fresh ledger")
+            results["lost_ledger"] = push.lost_ledger(
+                stack, container=container(plan.sample_blobs), blobs=plan.sample_blobs
+            )
         if "memory" in only:
             small, large = plan.memory_sizes
             _log(f"unthrottled push and peak RSS at {small:,} and {large:,} blobs")
@@ -296,6 +303,28 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                 "info",
             )
         )
+    lost = results.get("lost_ledger")
+    if lost:
+        out.append(
+            (
+                f"lost ledger: push-all of {lost['blobs']} frames already in the project, upload calls",
+                _fmt(lost["upload_calls"]),
+                _fmt(lost["without_reconciling_upload_calls"], " (1/frame)"),
+                "-",
+                "0",
+                _verdict(lost["upload_calls"] == 0),
+            )
+        )
+        out.append(
+            (
+                "  same, listing calls (count + images 256 a call)",
+                _fmt(lost["listing_calls"]),
+                "-",
+                "-",
+                "report",
+                "info",
+            )
+        )
     m = results.get("memory")
     if m:
         small, large = m["sizes"]
@@ -409,6 +438,7 @@ def flat(results: dict) -> dict:
         "decrypt": ("vs_sczpy", "vs_bound"),
         "first_page": ("vs_seed", "seconds"),
         "push": ("vs_quota_bound", "throttled_429_seen_by_caller", "unthrottled_images_per_s"),
+        "lost_ledger": ("upload_calls", "listing_calls"),
         "memory": ("peak_mb_2000", "peak_mb_10000", "growth"),
         "reviewer": ("open_page_seconds", "next_page_key_seconds", "key_to_selection_count_seconds"),
     }.items():

@@ -274,6 +274,38 @@ def quota_bound(
     }
 
 
+def lost_ledger(stack: BenchStack, *, container: str, blobs: int) -> dict:
+    """A lost ledger: push all untagged (per-image provenance) into a project that already holds every frame,
+    from a fresh ledger, after a first run that pushed them. What the second run costs, in upload and listing
+    calls (the emulator's own request counts), beside what a client that does not reconcile sends: one upload
+    call per frame (per-image provenance), every one answered OKDuplicate."""
+    folder = run_dir(stack.state, "lost-ledger")
+    project = stack.new_project("free", f"bench lost ledger {time.time_ns()}")
+    command = [str(CLI), "--json", "--env-file", str(folder / "no.env"), "push-untagged", "--yes"]
+    try:
+        first_env = stack.settings_values(container=container, project_id=project, ledger=folder / "a.sqlite")
+        first = run_child(command, env=clean_environ(first_env), cwd=folder, timeout=1800)
+        before = stack.cv_stats("free")["requests"]
+        lost_env = stack.settings_values(container=container, project_id=project, ledger=folder / "b.sqlite")
+        second = run_child(command, env=clean_environ(lost_env), cwd=folder, timeout=1800)
+        after = stack.cv_stats("free")["requests"]
+    finally:
+        stack.drop_project("free", project)
+    shutil.rmtree(folder, ignore_errors=True)
+    pushed, again = first.json(), second.json()
+    calls = {op: after.get(op, 0) - before.get(op, 0) for op in after if after.get(op, 0) != before.get(op, 0)}
+    return {
+        "blobs": blobs,
+        "first_run_images": pushed["counts"].get("pushed", 0),
+        "counts": again["counts"],
+        "upload_calls": calls.get("CreateImagesFromFiles", 0),
+        "listing_calls": calls.get("GetImages", 0) + calls.get("GetImageCount", 0),
+        "calls_by_operation": calls,
+        "wall_seconds": second.wall_seconds,
+        "without_reconciling_upload_calls": pushed["counts"].get("pushed", 0),  # one per frame, all OKDuplicate
+    }
+
+
 def unthrottled(stack: BenchStack, *, sizes: list[tuple[int, str]], repeats: dict[int, int]) -> dict:
     """Ours without a rate limit (batch provenance), which also gives the peak RSS at each size."""
     runs: dict[int, list[dict]] = {}

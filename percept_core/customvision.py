@@ -7,6 +7,7 @@ with backoff and jitter, regions, training. Replacing the training target later 
 
 from __future__ import annotations
 
+import hashlib
 import random
 import ssl
 import threading
@@ -15,10 +16,11 @@ import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+import requests
 from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
 from azure.cognitiveservices.vision.customvision.training.models import (
     CustomVisionErrorException,
@@ -51,6 +53,12 @@ MIN_IMAGES_PER_TAG = {"classification": 5, "detection": 15}
 
 # msrest's status for an accepted batch that is not all OK.
 _RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
+# A 400 for a whole batch that halving cannot change: the metadata is the batch's, shared by every half.
+_BATCH_WIDE_400 = {"BadRequestImageMetadataKey", "BadRequestImageMetadataValue"}
+# What the service says when it takes none of a batch's images; users of the real service see it for a batch
+# whose images are all in the project already (azure-sdk-for-python #17734), where the documented answer is
+# 207 with OKDuplicate entries.
+NO_VALID_IMAGES = "No valid image files"
 
 
 class CustomVisionError(ServiceError):
@@ -103,7 +111,7 @@ _IMAGE_STATUS: dict[str, tuple[PushStatus, str]] = {
     "OKDuplicate": (PushStatus.DUPLICATE, "the same image is already in the project"),
     "ErrorImageFormat": (PushStatus.REJECTED, "Custom Vision cannot read the image format"),
     "ErrorImageSize": (PushStatus.REJECTED, "the image is over Custom Vision's 6 MB limit"),
-    "ErrorImageDimensions": (PushStatus.REJECTED, "the image is over 10,240 px a side or 25:1"),
+    "ErrorImageDimensions": (PushStatus.REJECTED, "the image is over Custom Vision's largest side or 25:1"),
     "ErrorInvalidTag": (PushStatus.REJECTED, "a tag does not exist in the project (deleted?)"),
     "ErrorTagLimitExceed": (PushStatus.REJECTED, "too many tags on the image"),
     "ErrorRegionLimitExceed": (PushStatus.REJECTED, "too many regions on the image (300 at most)"),
@@ -185,6 +193,7 @@ class UploadItem:
     tag_ids: tuple[str, ...] = ()
     regions: tuple[Region, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    sha256: str | None = None  # the plaintext's hash (when `data` was fitted, not the hash of `data`)
 
 
 @dataclass(frozen=True)
@@ -223,12 +232,57 @@ class ProjectImage:
 
 
 @dataclass
+class ProjectIndex:
+    """The project's images by provenance and by content: how a lost ledger, or a duplicate the service did not
+    name, is reconciled with the project instead of uploading again.
+
+    `by_source` maps (container, blob, etag) to (image id, sha256) from the per-image provenance metadata;
+    `by_content` maps a sha256 (the `sha256` metadata, the plaintext's, or the hash of a downloaded original)
+    to an image id. `unhashed` holds the images without `sha256` metadata (batch provenance) whose originals
+    have not been hashed yet.
+    """
+
+    by_source: dict[tuple[str, str, str], tuple[str, str | None]] = field(default_factory=dict)
+    by_content: dict[str, str] = field(default_factory=dict)
+    known_ids: set[str] = field(default_factory=set)
+    unhashed: dict[str, tuple[str | None, bool]] = field(default_factory=dict)  # id -> (original URL, ours)
+    images: int = 0
+
+    def add(self, image: ProjectImage) -> bool:
+        """Index one image; False when it was indexed already."""
+        if image.id in self.known_ids:
+            return False
+        self.known_ids.add(image.id)
+        self.images += 1
+        meta = image.metadata
+        sha = meta.get("sha256") or None
+        if sha:
+            self.by_content.setdefault(sha, image.id)
+        else:
+            self.unhashed[image.id] = (image.original_url, meta.get("pushed_by") == "percept-curator")
+        if meta.get("source_blob") and meta.get("source_etag"):
+            key = (meta.get("source_container", ""), meta["source_blob"], meta["source_etag"])
+            self.by_source.setdefault(key, (image.id, sha))
+        return True
+
+    def source(self, container: str, name: str, etag: str) -> tuple[str, str | None] | None:
+        """(image id, sha256) of the image pushed from that blob version (metadata values as pushed, fitted)."""
+        return self.by_source.get((container, name, etag))
+
+    def content(self, hashes: Sequence[str | None]) -> str | None:
+        return next((self.by_content[h] for h in hashes if h and h in self.by_content), None)
+
+
+@dataclass
 class CallStats:
-    """What the client did: calls made, 429s met (all retried), other retries."""
+    """What the client did: calls made, 429s met (all retried), other retries, listing calls, halved batches."""
 
     calls: int = 0
     throttled: int = 0
     retried: int = 0
+    listings: int = 0  # GetImages/GetImageCount calls made to reconcile with the project
+    originals_hashed: int = 0  # project images downloaded to learn their content hash
+    split_batches: int = 0  # whole-batch 400s answered by sending the batch again in halves
     seconds_waiting_for_quota: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -377,6 +431,8 @@ class CustomVisionClient:
         self._local = threading.local()
         self._project: ProjectInfo | None = None
         self._tags: list[TagInfo] | None = None
+        self._index: ProjectIndex | None = None
+        self._index_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"CustomVisionClient({self.endpoint!r}, project={self.project_id!r})"
@@ -398,6 +454,8 @@ class CustomVisionClient:
         other._local = threading.local()
         other._project = None
         other._tags = None
+        other._index = None
+        other._index_lock = threading.Lock()
         return other
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -448,6 +506,7 @@ class CustomVisionClient:
 
     def _call(self, operation: str, function: Callable[..., T], *args: Any, train: bool = False, **kwargs: Any) -> T:
         attempt = 0
+        throttled = 0
         self._local.limiter = self.train_limiter if train else self.limiter
         while True:
             attempt += 1
@@ -456,7 +515,12 @@ class CustomVisionClient:
             except CustomVisionErrorException as exc:
                 status = exc.response.status_code if exc.response is not None else None
                 if status == 429:
+                    throttled += 1
                     retry_after = _retry_after(exc.response)
+                    if retry_after is None:
+                        # No Retry-After (real gateways may send none): 1 s, doubling, with jitter that only ever
+                        # lengthens the wait, so the pause is never shorter than the quota's own second.
+                        retry_after = min(self.max_backoff_seconds, 2.0 ** (throttled - 1)) * random.uniform(1.0, 1.25)
                     self.stats.add(throttled=1)
                     (self.train_limiter if train else self.limiter).pause(retry_after)
                     if attempt < self.max_attempts * 3:  # 429s only say "later"; keep waiting longer
@@ -606,16 +670,23 @@ class CustomVisionClient:
     ) -> list[UploadResult]:
         """Upload one batch (<= 64 images, <= MAX_BATCH_BYTES); one result per item, in order.
 
-        `batch_metadata` goes on every image of the batch (Custom Vision's metadata is per batch).
-        A 429/5xx/dropped connection is retried; content that got in before a dropped answer comes
-        back as a duplicate of itself, so a retry never adds an image twice.
+        `batch_metadata` goes on every image of the batch (Custom Vision's metadata is per batch); an empty
+        value is left out (the service may refuse it). A 429/5xx/dropped connection is retried; content that
+        got in before a dropped answer comes back as a duplicate of itself, so a retry never adds an image
+        twice. A 400 that refuses the whole batch is answered by sending it again in halves, down to single
+        images, before any image is called refused; an image refused alone with "No valid image files" whose
+        content is in the project, and an OKDuplicate that does not name its image, are found in the project by
+        content hash (see `find_by_content`).
         """
         if not items:
             return []
         if len(items) > MAX_IMAGES_PER_BATCH:
             raise ValueError(f"at most {MAX_IMAGES_PER_BATCH} images per batch")
-        metadata = dict(batch_metadata or {})
+        metadata = {k: v for k, v in (batch_metadata or {}).items() if v != ""}
         check_metadata(metadata)
+        return self._upload(list(items), metadata, split=False)
+
+    def _upload(self, items: list[UploadItem], metadata: dict[str, str], *, split: bool) -> list[UploadResult]:
         entries = [
             ImageFileCreateEntry(
                 name=item.name,
@@ -630,7 +701,27 @@ class CustomVisionClient:
             for item in items
         ]
         batch = ImageFileCreateBatch(images=entries, metadata=metadata or None)
-        summary = self._call("upload images", self._trainer.create_images_from_files, self.project_id, batch)
+        try:
+            summary = self._call("upload images", self._trainer.create_images_from_files, self.project_id, batch)
+        except CustomVisionError as exc:
+            if exc.status != 400 or exc.code in _BATCH_WIDE_400:
+                raise
+            if len(items) > 1:
+                # Refused whole: one reading is "every image is a duplicate", another is one bad image. Halves
+                # tell them apart, in at most 2n-1 calls, each paced like any other.
+                self.stats.add(split_batches=1)
+                half = len(items) // 2
+                return self._upload(items[:half], metadata, split=True) + self._upload(
+                    items[half:], metadata, split=True
+                )
+            [item] = items
+            if exc.code == "BadRequestImageBatch" or NO_VALID_IMAGES in str(exc.message):
+                image_id = self.find_by_content(_item_hashes(item))
+                if image_id:
+                    return [self._duplicate_result(item, image_id)]
+            if not split:
+                raise
+            return [UploadResult(item.name, PushStatus.REJECTED, None, exc.message, exc.code)]
         results = list(summary.images or [])
         by_position = _match_results(items, results)
         outcomes = []
@@ -640,12 +731,108 @@ class CustomVisionClient:
                 continue
             status, text = _IMAGE_STATUS.get(result.status, (PushStatus.FAILED, f"Custom Vision said {result.status}"))
             image_id = result.image.id if result.image is not None else None
+            if status == PushStatus.DUPLICATE and not image_id:
+                # No public capture says an OKDuplicate names its image; find it by content instead.
+                image_id = self.find_by_content(_item_hashes(item))
             if status in (PushStatus.PUSHED, PushStatus.DUPLICATE) and not image_id:
                 status, text = PushStatus.FAILED, f"Custom Vision said {result.status} without an image"
-            if status == PushStatus.DUPLICATE and (item.tag_ids or item.regions):
+            if status == PushStatus.DUPLICATE and image_id and (item.tag_ids or item.regions):
                 status, text = self._label_duplicate(image_id, item, text)
             outcomes.append(UploadResult(item.name, status, image_id, text, result.status))
         return outcomes
+
+    def _duplicate_result(self, item: UploadItem, image_id: str) -> UploadResult:
+        """An image refused alone whose content the project holds: that image is ours, with this upload's labels."""
+        status, text = PushStatus.DUPLICATE, "the same image is already in the project"
+        if item.tag_ids or item.regions:
+            status, text = self._label_duplicate(image_id, item, text)
+        return UploadResult(item.name, status, image_id, text, "OKDuplicate")
+
+    # -- reconciling with the project ----------------------------------------------------------------
+
+    def image_count(self) -> int:
+        """How many images the project holds, tagged or not, in one call."""
+        self.stats.add(listings=1)
+        return int(self._call("count images", self._trainer.get_image_count, self.project_id, tagging_status="All"))
+
+    def project_index(self, *, refresh: bool = False) -> ProjectIndex:
+        """The project's images by provenance and content: listed once (256 a call), then topped up; `refresh`
+        lists it afresh (a push run starts from a fresh one: images may have been deleted in the portal)."""
+        with self._index_lock:
+            if refresh:
+                self._index = None
+            return self._index_locked()
+
+    def _index_locked(self) -> ProjectIndex:
+        if self._index is None:
+            index = ProjectIndex()
+            for image in self.iter_images(page_size=256):
+                index.add(image)
+            self._index = index
+        return self._index
+
+    def _top_up(self, index: ProjectIndex) -> None:
+        """Add the images that came in since the index was built: newest first, until a known one."""
+        skip = 0
+        while True:
+            page = self._images_page(order_by="Newest", take=256, skip=skip)
+            added = [index.add(_project_image(image)) for image in page]
+            if len(page) < 256 or not all(added):
+                return
+            skip += 256
+
+    def find_by_content(self, hashes: Sequence[str | None]) -> str | None:
+        """The id of the project's image with one of these sha256s (plaintext or uploaded bytes), or None.
+
+        The index (built once) answers first; then the images that came in since; then, for images without
+        `sha256` metadata (batch provenance), their originals are downloaded and hashed, each once per client.
+        """
+        wanted = [h for h in hashes if h]
+        if not wanted:
+            return None
+        with self._index_lock:
+            index = self._index_locked()
+            found = index.content(wanted)
+            if found is None:
+                self._top_up(index)
+                found = index.content(wanted)
+            if found is None and index.unhashed:
+                found = self._hash_originals(index, wanted)
+            return found
+
+    def known_content(self, hashes: Sequence[str | None]) -> str | None:
+        """Like `find_by_content` without asking the project for newer images, and hashing only the originals of
+        images we pushed in batches: what reconciling each frame of a run with the index costs."""
+        wanted = [h for h in hashes if h]
+        with self._index_lock:
+            index = self._index_locked()
+            found = index.content(wanted)
+            if found is None and index.unhashed:
+                found = self._hash_originals(index, wanted, ours_only=True)
+            return found
+
+    def _hash_originals(self, index: ProjectIndex, wanted: Sequence[str], *, ours_only: bool = False) -> str | None:
+        for image_id, (url, ours) in list(index.unhashed.items()):
+            if ours_only and not ours:
+                continue
+            data = self._download_original(url) if url else None
+            if data is None:
+                continue  # unreadable now: left in `unhashed` for a later lookup
+            index.unhashed.pop(image_id, None)
+            digest = hashlib.sha256(data).hexdigest()
+            index.by_content.setdefault(digest, image_id)
+            if digest in wanted:
+                return image_id
+        return None
+
+    def _download_original(self, url: str) -> bytes | None:
+        """An image's original bytes from its (SAS) URL: storage, not a Training API transaction."""
+        self.stats.add(originals_hashed=1)
+        try:
+            response = requests.get(url, timeout=self.timeout_seconds)
+        except requests.RequestException:
+            return None
+        return response.content if response.status_code == 200 else None
 
     def _label_duplicate(self, image_id: str, item: UploadItem, text: str) -> tuple[PushStatus, str]:
         """OKDuplicate answers with the image already in the project, and the service need not have given it the
@@ -750,20 +937,24 @@ class CustomVisionClient:
         """Every image of the project (oldest first), page by page."""
         skip = 0
         while True:
-            page = self._call(
-                "get images",
-                self._trainer.get_images,
-                self.project_id,
-                tagging_status=tagging_status,
-                order_by="Oldest",
-                take=page_size,
-                skip=skip,
-            )
+            page = self._images_page(tagging_status=tagging_status, order_by="Oldest", take=page_size, skip=skip)
             for image in page:
                 yield _project_image(image)
             if len(page) < page_size:
                 return
             skip += page_size
+
+    def _images_page(self, *, order_by: str, take: int, skip: int, tagging_status: str | None = None) -> list[Any]:
+        self.stats.add(listings=1)
+        return self._call(
+            "get images",
+            self._trainer.get_images,
+            self.project_id,
+            tagging_status=tagging_status,
+            order_by=order_by,
+            take=take,
+            skip=skip,
+        )
 
     def image_counts(self) -> tuple[int, int]:
         """(tagged, untagged) images in the project."""
@@ -788,7 +979,7 @@ class CustomVisionClient:
         found = [
             _iteration_info(i) for i in self._call("get iterations", self._trainer.get_iterations, self.project_id)
         ]
-        return sorted(found, key=lambda i: i.created or datetime.min, reverse=True)
+        return sorted(found, key=lambda i: i.created or datetime.min.replace(tzinfo=UTC), reverse=True)
 
     def iteration(self, iteration_id: str) -> IterationInfo:
         return _iteration_info(self._call("get iteration", self._trainer.get_iteration, self.project_id, iteration_id))
@@ -836,12 +1027,25 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return False
 
 
-def _retry_after(response: Any) -> float:
+def _retry_after(response: Any) -> float | None:
+    """The seconds a 429's Retry-After asks for, or None when it has none (or one we cannot read)."""
     header = response.headers.get("Retry-After") if response is not None else None
     try:
         return max(0.5, min(120.0, float(header)))
     except (TypeError, ValueError):
-        return 1.0
+        return None
+
+
+def _item_hashes(item: UploadItem) -> list[str | None]:
+    """The hashes an image of this item's content may be indexed under: the plaintext's and the bytes sent."""
+    return [item.sha256, item.metadata.get("sha256"), hashlib.sha256(item.data).hexdigest()]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Custom Vision's timestamps are UTC; some answers carry no timezone (the SDK then gives naive datetimes)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _match_results(items: Sequence[UploadItem], results: list[Any]) -> list[Any]:
@@ -879,13 +1083,15 @@ def _project_image(image: Any) -> ProjectImage:
             for r in image.regions or []
         ),
         metadata=dict(image.metadata or {}),
-        created=image.created,
+        created=_utc(image.created),
         original_url=image.original_image_uri,
     )
 
 
 def _iteration_info(iteration: Any) -> IterationInfo:
-    return IterationInfo(iteration.id, iteration.name, iteration.status, iteration.created, iteration.trained_at)
+    return IterationInfo(
+        iteration.id, iteration.name, iteration.status, _utc(iteration.created), _utc(iteration.trained_at)
+    )
 
 
 __all__ = [
@@ -896,6 +1102,7 @@ __all__ = [
     "IterationInfo",
     "Labelled",
     "ProjectImage",
+    "ProjectIndex",
     "ProjectInfo",
     "PushStatus",
     "RateLimiter",

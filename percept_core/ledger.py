@@ -309,6 +309,20 @@ class Ledger:
         )
         return rows[0]["image_id"] if rows else None
 
+    def pushed_image_count(self, project_id: str) -> int:
+        """How many distinct project images the ledger knows of (a new or lost ledger knows fewer than the project)."""
+        rows = self._query(
+            "SELECT COUNT(DISTINCT image_id) FROM pushes WHERE project_id=? AND state='pushed' "
+            "AND image_id IS NOT NULL AND image_id != ''",
+            (project_id,),
+        )
+        return int(rows[0][0])
+
+    def last_event(self, action: str, project_id: str) -> Event | None:
+        """The newest event of that action for the project (e.g. the last reconciliation with it)."""
+        found = self.events(action=action, project_id=project_id, limit=1)
+        return found[0] if found else None
+
     def summary(self, project_id: str | None = None) -> dict[str, int]:
         """Counts per review state and, for a project, per push state."""
         counts = {row[0]: row[1] for row in self._query("SELECT review, COUNT(*) FROM blobs GROUP BY review")}
@@ -335,10 +349,11 @@ class Ledger:
         actor: str | None = None,
         action: str | None = None,
         blob: str | None = None,
+        project_id: str | None = None,
         limit: int | None = None,
     ) -> list[Event]:
         sql, params = "SELECT * FROM events WHERE 1=1", []
-        for column, value in (("actor", actor), ("action", action), ("blob", blob)):
+        for column, value in (("actor", actor), ("action", action), ("blob", blob), ("project_id", project_id)):
             if value:
                 sql += f" AND {column}=?"
                 params.append(value)

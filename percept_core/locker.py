@@ -110,7 +110,9 @@ def decrypt_bytes(ciphertext: bytes, key: KeyMaterial, *, blob_name: str | None 
             f"{what} failed its integrity check (HMAC mismatch): it was tampered with, truncated, or "
             "encrypted with another model version's key.",
             blob_name=blob_name,
-            hint="Check the blob's model_name/model_version metadata; otherwise reject the blob.",
+            hint="Check the blob's model_name/model_version metadata (the MM server may not know that model "
+            "version: some servers answer an unknown version with a 200 text that is no key); otherwise reject "
+            "the blob.",
         )
     (length,) = _LENGTH.unpack_from(view, TAG_SIZE)
     body = view[HEADER_SIZE:]
@@ -377,8 +379,9 @@ class KeyServiceClient:
                     f"Could not reach the MM server at {self.endpoint} ({exc.__class__.__name__}).",
                     hint="Check mm_server_url and that the server is running.",
                 ) from None
-            if response.status_code == 401 and authenticated and attempt == 0:
-                # The bearer token expired: log in again, once.
+            if response.status_code in (401, 403) and authenticated and attempt == 0:
+                # The bearer token expired: log in again, once. Servers answer an expired token with 401 or
+                # with 403 (issue 18); a second refusal, with a fresh token, is an AuthenticationError below.
                 response.close()
                 with self._login_lock:
                     if self._token == token:
@@ -444,6 +447,14 @@ def _read_at_most(response: requests.Response, limit: int) -> bytes:
 # -- the key cache ---------------------------------------------------------------------------------
 
 
+def _naming(error: CuratorError, blob_name: str | None) -> CuratorError:
+    """A blob's own fault (an unknown model version) named after the blob it stopped; a remembered failure is
+    shared by every blob of its version, so each gets a copy of its own."""
+    if not isinstance(error, UnknownModelVersionError) or not blob_name or error.blob_name:
+        return error
+    return UnknownModelVersionError(f"Blob {blob_name!r}: {error.message}", blob_name=blob_name, hint=error.hint)
+
+
 class Locker:
     """Keys per (model name, version), fetched and derived once, shared by every thread; decryption.
 
@@ -477,12 +488,12 @@ class Locker:
                 return cached
             failed = self._failures.get(ident)
             if failed is not None and failed[0] > time.monotonic():
-                raise failed[1]
+                raise _naming(failed[1], blob_name)
             try:
                 key_text = self.client.get_key(*ident)
             except CuratorError as exc:
                 self._failures[ident] = (time.monotonic() + self.failure_ttl, exc)
-                raise
+                raise _naming(exc, blob_name) from None
             cached = derive_key(key_text)
             self._keys[ident] = cached
             self._failures.pop(ident, None)

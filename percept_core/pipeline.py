@@ -29,6 +29,7 @@ from .customvision import (
     MAX_REGIONS_PER_IMAGE,
     CustomVisionClient,
     CustomVisionError,
+    ProjectIndex,
     PushStatus,
     Region,
     UploadItem,
@@ -41,6 +42,9 @@ from .locker import Locker
 
 # What a reviewer reads for a blob that changed (or went away) after it was listed: not its fault.
 STALE_REASON = "changed since listed, refresh"
+# What the ledger says of a blob found in the project instead of uploaded (a new or lost ledger).
+RECONCILED = "reconciled from the project"
+SAME_IMAGE = "the same image is already in the project"
 
 PROJECT_IMAGE_QUOTA = {"F0": 5_000, "S0": 100_000}
 
@@ -98,6 +102,8 @@ class PushReport:
     run_id: str = ""
     calls: int = 0
     throttled: int = 0
+    listing_calls: int = 0  # of `calls`: counting and listing the project's images to reconcile the ledger
+    reconciled: int = 0  # blobs found in the project (by provenance or content) and recorded, not uploaded
 
     @property
     def counts(self) -> Counter:
@@ -203,8 +209,12 @@ def _raw_bytes(batch: Sequence[_Prepared]) -> int:
 
 
 def provenance_metadata(blob: RetrainingBlob, sha256: str) -> dict[str, str]:
-    """Each image's origin, within Custom Vision's limits (10 pairs, values <= 256 characters)."""
-    return {
+    """Each image's origin, within Custom Vision's limits (10 pairs, values <= 256 characters).
+
+    A fact the blob lacks (no confidence, no capture time) is left out rather than sent empty: the service
+    may refuse an empty value (issue 18), and a missing key says the same.
+    """
+    metadata = {
         "source_container": _fit_value(blob.container),
         "source_blob": _fit_value(blob.name),
         "source_etag": _fit_value(blob.etag),
@@ -215,6 +225,7 @@ def provenance_metadata(blob: RetrainingBlob, sha256: str) -> dict[str, str]:
         "captured_at": blob.captured_at.isoformat() if blob.captured_at else "",
         "pushed_by": "percept-curator",
     }
+    return {key: value for key, value in metadata.items() if value}
 
 
 def _fit_value(value: str) -> str:
@@ -226,6 +237,10 @@ def _fit_value(value: str) -> str:
 
 class PushPipeline:
     """Push blobs to one Custom Vision project, recording everything in the ledger."""
+
+    # Before the first upload of a run, rebuild what the ledger lacks from the project's own provenance when
+    # the project holds more images than the ledger knows (a new or lost ledger): listings instead of uploads.
+    reconcile_with_project: bool = True
 
     def __init__(
         self,
@@ -574,6 +589,12 @@ class _Run:
         self.wait_budget = self.ledger.lease_seconds / 2
         self.calls_before = pipeline.customvision.stats.calls
         self.throttled_before = pipeline.customvision.stats.throttled
+        self.listings_before = pipeline.customvision.stats.listings
+        # The project's images by provenance and content, when the project holds images the ledger does not know
+        # (a new or lost ledger, or answers lost after the work): decided once, before the first upload.
+        self.index: ProjectIndex | None = None
+        self.index_decided = False
+        self.project_images: int | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------------------
 
@@ -665,7 +686,71 @@ class _Run:
                     self.emit(ItemOutcome(blob.name, blob.etag, outcome, reason, model_version=version_label(blob)))
             with self._claimed_lock:
                 self.claimed |= claimed_set
-            yield from (b for b in unique if b.key in claimed_set)
+            if claimed_set and not self.index_decided:
+                # A chunk shorter than 64 is the whole run: its size is known exactly.
+                self.decide_reconcile(len(claimed_set), whole_run=len(chunk) < 64)
+            for blob in unique:
+                if blob.key in claimed_set and not self.reconcile_by_source(blob):
+                    yield blob
+
+    def decide_reconcile(self, claimed: int, *, whole_run: bool) -> None:
+        """One count of the project's images (one call) against what the ledger knows: when the project holds
+        more than the ledger can account for, list it (256 a call) and record what is there instead of uploading.
+
+        Only when it can pay: a one-blob run (the Function, a box edit) never counts (one count would cost what
+        one upload costs), and the listing must cost fewer calls than the uploads it may save. Images that are
+        not ours (uploaded in the portal, say) would make every run list the project again, so the last
+        reconciliation's unmatched count is remembered in its audit event and allowed for.
+        """
+        self.index_decided = True
+        if not self.p.reconcile_with_project or claimed < 2:
+            return
+        customvision = self.p.customvision
+        known = self.ledger.pushed_image_count(self.project_id)
+        last = self.ledger.last_event("reconcile", self.project_id)
+        foreign = int(last.details.get("unmatched", 0)) if last is not None else 0
+        try:
+            with customvision.wait_budget(self.wait_budget):
+                self.project_images = customvision.image_count()
+                gap = self.project_images - known - foreign
+                if gap <= 0:
+                    return
+                in_doubt = min(gap, claimed) if whole_run else gap
+                # Per-image provenance: one upload call a frame. Batches: a batch of duplicates may be refused
+                # whole and halved (2 calls a batch at least).
+                saves = in_doubt if self.provenance == Provenance.IMAGE else 2 * -(-in_doubt // MAX_IMAGES_PER_BATCH)
+                if -(-self.project_images // 256) > saves:
+                    return
+                self.index = customvision.project_index(refresh=True)
+        except CustomVisionError:
+            # Reconciling saves uploads; without it the uploads' own duplicate handling still keeps each frame once.
+            self.index = None
+            return
+        self.ledger.log(
+            self.actor,
+            "reconcile",
+            project_id=self.project_id,
+            outcome="listed the project",
+            details={"project_images": self.project_images, "ledger_images": known, "run": self.run_id},
+        )
+
+    def reconcile_by_source(self, blob: RetrainingBlob) -> bool:
+        """Settle a claimed blob whose image the project holds by its provenance (no download, no upload)."""
+        if self.index is None or self.tag_ids or self.regions.get(blob.name):
+            return False  # a push with labels goes the long way, so the labels reach that image
+        found = self.index.source(_fit_value(blob.container), _fit_value(blob.name), _fit_value(blob.etag))
+        if found is None:
+            return False
+        image_id, sha256 = found
+        self.report.reconciled += 1
+        self.settle(
+            blob,
+            Outcome.DUPLICATE,
+            f"{RECONCILED}: its image carries this blob's provenance",
+            image_id=image_id,
+            sha256=sha256,
+        )
+        return True
 
     def tag_pushed(self, blobs: Sequence[RetrainingBlob]) -> dict[BlobKey, tuple[Outcome, str]]:
         """This push's tags onto the images of blobs pushed before without them: what to report for each."""
@@ -735,6 +820,10 @@ class _Run:
                         continue
                     sha = result.image.sha256
                     existing = self.ledger.pushed_image_for_content(self.project_id, sha)
+                    reconciled = False
+                    if not existing and self.index is not None:
+                        existing = self.reconcile_by_content(result)
+                        reconciled = existing is not None
                     if existing:
                         if self.tag_ids or self.regions.get(blob.name):
                             # Its content is in the project already: no upload, but this push's tags and boxes
@@ -742,10 +831,13 @@ class _Run:
                             batch = [result]
                             submit(batch, lambda batch=batch, image_id=existing: self.label_existing(batch, image_id))
                         else:
+                            self.report.reconciled += reconciled
                             self.settle(
                                 blob,
                                 Outcome.DUPLICATE,
-                                "the same image is already in the project",
+                                f"{RECONCILED}: the same image"
+                                if reconciled
+                                else "the same image is already in the project",
                                 image_id=existing,
                                 sha256=sha,
                             )
@@ -789,7 +881,31 @@ class _Run:
         self.report.seconds = time.monotonic() - self.started
         self.report.calls = stats.calls - self.calls_before
         self.report.throttled = stats.throttled - self.throttled_before
+        self.report.listing_calls = stats.listings - self.listings_before
+        if self.index is not None:
+            self.note_reconciled()
         return self.report
+
+    def reconcile_by_content(self, prepared: _Prepared) -> str | None:
+        """The project's image with this frame's content (sha256 metadata, or a hashed original), if any."""
+        hashes = (prepared.image.sha256, hashlib.sha256(prepared.image.data).hexdigest())
+        try:
+            with self.p.customvision.wait_budget(self.wait_budget):
+                return self.p.customvision.known_content(hashes)
+        except CustomVisionError:
+            return None  # the upload's own duplicate handling still applies
+
+    def note_reconciled(self) -> None:
+        """The audit event a later run reads: how many of the project's images the ledger still cannot name."""
+        pushed_now = self.report.counts[Outcome.PUSHED]
+        unmatched = max(0, (self.project_images or 0) + pushed_now - self.ledger.pushed_image_count(self.project_id))
+        self.ledger.log(
+            self.actor,
+            "reconcile",
+            project_id=self.project_id,
+            outcome=f"{self.report.reconciled} {RECONCILED}",
+            details={"reconciled": self.report.reconciled, "unmatched": unmatched, "run": self.run_id},
+        )
 
     def upload(self, batch: list[_Prepared]) -> list[UploadResult]:
         """Upload a batch (in an upload thread), its waits capped by the run's budget."""
@@ -804,7 +920,15 @@ class _Run:
             tag_ids = self.tag_ids
             if regions:  # a box's tag tags the image too; keep both lists consistent
                 tag_ids = tuple(dict.fromkeys(tag_ids + tuple(r.tag_id for r in regions)))
-            items.append(UploadItem(name=blob.name, data=prepared.image.data, tag_ids=tag_ids, regions=regions))
+            items.append(
+                UploadItem(
+                    name=blob.name,
+                    data=prepared.image.data,
+                    tag_ids=tag_ids,
+                    regions=regions,
+                    sha256=prepared.image.sha256,
+                )
+            )
         if self.provenance == Provenance.IMAGE:
             metadata = provenance_metadata(batch[0].blob, batch[0].image.sha256)
         else:
@@ -816,6 +940,7 @@ class _Run:
                 "push_run": _fit_value(self.run_id),
                 "pushed_by": "percept-curator",
             }
+            metadata = {key: value for key, value in metadata.items() if value}
         return self.p.customvision.upload(items, batch_metadata=metadata)
 
     def label_existing(self, batch: list[_Prepared], image_id: str) -> list[UploadResult]:

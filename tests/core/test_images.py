@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from percept_core.images import (
+    MAX_DECODE_SIDE,
     MAX_SIDE,
     MAX_UPLOAD_BYTES,
     ImageLimitError,
@@ -157,7 +158,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, just over the limit
-@pytest.mark.parametrize("side", [60_000, MAX_SIDE + 1])  # far over Pillow's own limit, and just over ours
+@pytest.mark.parametrize("side", [60_000, MAX_DECODE_SIDE + 1])  # far over Pillow's own limit, and just over ours
 def test_one_pixel_limit_refuses_a_bomb_header_on_every_decode_path(side):
     from percept_core.images import decode_for_display
 
@@ -220,3 +221,38 @@ def test_decoding_in_threads_leaves_the_process_warning_filters_alone():
         del Image.OPEN["FILTERPROBE"]
     assert len(seen) >= 8 * 50 * 3 and all(seen)
     assert warnings.filters is original and warnings.filters == snapshot
+
+
+# -- the session's thumbnail cache keeps to its bound ---------------------------------------------------------------
+
+
+def test_the_thumbnail_cache_evicts_the_least_recently_used_and_never_holds_more_than_its_bound():
+    from percept_core.images import PreviewCache
+    from tests.support.frames import jpeg
+
+    thumbs = {f"{10 + i}-2026-11-02-10-00-{i:02d}.jpg.dec": thumbnail(jpeg(900 + i, (640, 480))) for i in range(24)}
+    sizes = sorted(len(t) for t in thumbs.values())
+    bound = sum(sizes[:8])  # room for about eight thumbnails, whatever their sizes
+    cache = PreviewCache(max_bytes=bound)
+    names = list(thumbs)
+    recent = names[0]
+    for index, name in enumerate(names):
+        cache.put(name, thumbs[name])
+        assert cache.get(recent) == thumbs[recent]  # read on every step: the most recently used, it stays
+        held = [n for n in names if n in cache]
+        assert cache.size_bytes == sum(len(thumbs[n]) for n in held) <= bound, index
+        assert name in cache  # the newest is always kept
+    held = [n for n in names if n in cache]
+    assert 2 <= len(held) < len(names) and len(cache) == len(held)
+    assert recent in held
+    # What was evicted is the least recently used: the rest held are the newest, in a row, up to the last put.
+    newest = [n for n in held if n != recent]
+    assert newest == names[names.index(newest[0]) :]
+    assert bound - cache.size_bytes < len(thumbs[names[names.index(newest[0]) - 1]])  # evicted no more than needed
+
+    errors_cost_nothing = PreviewCache(max_bytes=bound)
+    errors_cost_nothing.put("thumb", thumbs[names[0]])
+    errors_cost_nothing.put("tampered.jpg.dec", NotAnImageError("not an image"))
+    assert errors_cost_nothing.size_bytes == len(thumbs[names[0]]) and len(errors_cost_nothing) == 2
+    cache.clear()
+    assert len(cache) == 0 and cache.size_bytes == 0

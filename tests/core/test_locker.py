@@ -242,6 +242,61 @@ def test_expired_token_is_renewed_with_one_login(mm, client, model):
     assert after["GET keys"] - before["GET keys"] == 2  # refused once, then answered
 
 
+@pytest.fixture(scope="module")
+def strict_mm():
+    """An MM emulator with the strict Azure profile: an expired token is answered 403, not 401 (issue 18)."""
+    config = MMEmulatorConfig(
+        storage_connection_string=UNUSED_STORAGE, bootstrap_secret=secrets.token_urlsafe(24), profile="strict"
+    )
+    handle = serve_in_thread(create_app(config))
+    yield handle, config
+    handle.stop()
+
+
+def test_expired_token_answered_403_is_renewed_with_one_login(strict_mm):
+    handle, config = strict_mm
+    client = KeyServiceClient(handle.url, bootstrap_secret=config.bootstrap_secret)
+    try:
+        name = f"locker-{secrets.token_hex(4)}"
+        client.register_model(name, "1")
+        key = client.get_key(name, "1")
+        before = request_counts(strict_mm)
+        assert requests.post(handle.url + "/_emulator/expire-tokens", timeout=5).json()["expired"] >= 1
+
+        assert client.get_key(name, "1") == key  # the 403 never reaches the caller
+        after = request_counts(strict_mm)
+    finally:
+        client.close()
+    assert after["POST login"] - before["POST login"] == 1
+    assert after["GET keys"] - before["GET keys"] == 2  # refused once (403), then answered
+
+
+def test_an_unknown_version_answered_200_with_text_ends_tampered_and_says_why(strict_mm):
+    handle, config = strict_mm
+    client = KeyServiceClient(handle.url, bootstrap_secret=config.bootstrap_secret)
+    try:
+        name = f"locker-{secrets.token_hex(4)}"
+        client.register_model(name, "1")
+        ciphertext = encrypt_bytes(plaintext_of(64), emulator_key(strict_mm, name))
+        with pytest.raises(IntegrityError) as caught:  # the server's text became a "key" that does not fit
+            Locker(client).decrypt(ciphertext, name, "99", blob_name="f.jpg.dec")
+    finally:
+        client.close()
+    assert caught.value.reason == "tampered" and "may not know that model version" in str(caught.value)
+
+
+def test_a_403_after_a_fresh_login_is_an_authentication_error(impostor):
+    client = KeyServiceClient(impostor.endpoint, bootstrap_secret="unused")
+    logins = len(IMPOSTOR_LOGINS)
+    try:
+        with pytest.raises(AuthenticationError) as caught:
+            Locker(client).key_for("forbidden", "1")
+    finally:
+        client.close()
+    assert caught.value.status == 403 and "refused GET /api/v1/keys/forbidden/1 (403)" in caught.value.message
+    assert len(IMPOSTOR_LOGINS) - logins == 2  # the first login and one fresh one after the 403: no more
+
+
 def test_wrong_bootstrap_secret_is_an_authentication_error(mm, model):
     handle, config = mm
     wrong = "wrong-" + secrets.token_urlsafe(24)
@@ -398,7 +453,10 @@ ANSWERS: dict[str, tuple[int, str | None, bytes]] = {
     "charset": (200, "Text/Plain; charset=us-ascii", IMPOSTOR_KEY.encode()),
     "shortest": (200, "text/plain", b"12345678"),
     "longest": (200, "text/plain", b"k" * 1024),
+    # refused whatever the token (a second 403 after a fresh login):
+    "forbidden": (403, "application/json", b'{"error": "forbidden"}'),
 }
+IMPOSTOR_LOGINS: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -411,6 +469,7 @@ def impostor():
 
     @app.post("/api/v1/login")
     def login() -> JSONResponse:
+        IMPOSTOR_LOGINS.append("token")
         return JSONResponse({"access_token": "token"})
 
     @app.get("/api/v1/keys/{model}/{version}")

@@ -14,6 +14,7 @@ from percept_core.customvision import (
     CustomVisionError,
     PushStatus,
     RateLimiter,
+    Region,
     TagNameError,
     TrainingNotPossible,
     UploadItem,
@@ -117,6 +118,21 @@ def test_per_image_outcomes_are_mapped_with_reasons(stack):
     assert text.status == PushStatus.REJECTED and "image format" in text.reason and text.service_status
     assert again.status == PushStatus.DUPLICATE and again.image_id == good.image_id
     assert len(stack.emulator.images(project)) == 1
+
+
+def test_a_batch_refused_whole_for_one_image_is_halved_and_only_that_image_refused(stack):
+    """A 400 for the whole batch (here: boxes on an image of a classification project) is not the other
+    images' fault: the batch goes again in halves, and only the image the service refuses alone is refused."""
+    project = stack.new_project("halves", tags=("person",))
+    client = CustomVisionClient(stack.customvision.url, stack.training_key, project)
+    [tag] = client.tag_ids(["person"])
+    items = [UploadItem(f"plain-{i}.jpg", jpeg(910 + i)) for i in range(5)]
+    boxed = UploadItem("boxed.jpg", jpeg(920), tag_ids=(tag,), regions=(Region(tag, 0.1, 0.1, 0.5, 0.5),))
+    results = client.upload([*items[:3], boxed, *items[3:]])
+    assert [r.status for r in results] == [PushStatus.PUSHED] * 3 + [PushStatus.REJECTED] + [PushStatus.PUSHED] * 2
+    assert "object detection" in results[3].reason
+    assert len(stack.emulator.images(project)) == 5
+    assert client.stats.split_batches >= 1 and client.stats.calls <= 2 * 6 - 1 + 1  # + the tags read
 
 
 def test_a_wrong_key_is_a_clear_error_without_the_key(stack):

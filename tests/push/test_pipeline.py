@@ -6,6 +6,7 @@ import threading
 from collections import Counter
 
 import requests
+from azure.cognitiveservices.vision.customvision.training.models import ImageFileCreateBatch, ImageFileCreateEntry
 
 from percept_core import CancelToken, Outcome
 from percept_core.images import sha256_hex
@@ -138,7 +139,8 @@ def test_batch_provenance_sends_64_images_a_call(stack, project_id, make_curator
     curator = make_curator(project_id, mm_telemetry_storage_container=container_name)
     report = curator.push_all_untagged(provenance="batch")
     assert report.counts == Counter({Outcome.PUSHED: 130})
-    assert report.calls == 3  # 64 + 64 + 2
+    # One count of the project's images (nothing there the ledger does not know: no listing), then 64 + 64 + 2.
+    assert report.listing_calls == 1 and report.calls - report.listing_calls == 3
     images = stack.emulator.images(project_id)
     assert len(images) == 130
     assert {i.metadata["model_version"] for i in images} == {"1.0"}
@@ -226,3 +228,25 @@ def test_dry_run_counts_blobs_another_live_run_is_pushing_and_pushes_remember_th
     curator.ledger.release([b.key for b in blobs[:2]], project_id, other_run)
     curator.push(blobs[:1])
     assert curator.ledger.blob_models([blobs[0].key]) == {blobs[0].key: ("people-counter", "1.0")}
+
+
+def test_reconciling_with_the_project_lists_it_only_when_it_can_pay(stack, project_id, make_curator, container_name):
+    """A lost ledger is rebuilt from the project (tests/push/test_strict_azure.py); here, what that costs
+    when there is nothing to rebuild: images that are not ours are listed once, a one-blob push never counts."""
+    portal = [ImageFileCreateEntry(name=f"portal-{i}.jpg", contents=jpeg(300 + i)) for i in range(3)]
+    stack.trainer().create_images_from_files(project_id, ImageFileCreateBatch(images=portal))  # not ours
+    upload_frames(stack, container_name, [jpeg(i) for i in range(310, 314)])
+    curator = make_curator(project_id, mm_telemetry_storage_container=container_name)
+
+    first = curator.push_all_untagged()
+    assert first.counts == Counter({Outcome.PUSHED: 4}) and first.reconciled == 0
+    assert first.listing_calls == 2  # a count (3 images the ledger cannot name), then one page of images
+
+    upload_frames(stack, container_name, [jpeg(320), jpeg(321)], names=["a.jpg.dec", "b.jpg.dec"])
+    second = curator.push_all_untagged()
+    assert second.counts == Counter({Outcome.PUSHED: 2})
+    assert second.listing_calls == 1  # the count only: the 3 foreign images were remembered
+
+    [name] = upload_frames(stack, container_name, [jpeg(330)], names=["c.jpg.dec"])
+    one = curator.push([b for b in curator.blobs() if b.name == name])
+    assert one.counts == Counter({Outcome.PUSHED: 1}) and one.listing_calls == 0 and one.calls == 1
