@@ -239,3 +239,30 @@ def run_cli(stack, tmp_path):
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def strict_stack(azurite) -> Iterator[LocalStack]:
+    """An MM and a Custom Vision emulator with the strict Azure profile, on the session's Azurite."""
+    config = MMEmulatorConfig(
+        storage_connection_string=azurite.connection_string,
+        container="data",
+        bootstrap_secret=secrets.token_urlsafe(24),
+        profile="strict",
+    )
+    mm = serve_in_thread(create_mm_app(config))
+    training_key = secrets.token_hex(16)
+    customvision = serve_in_thread(
+        create_cv_app(
+            CustomVisionEmulatorConfig(
+                training_keys=(training_key,),
+                rate_per_second=None,
+                training_seconds=0.5,
+                max_projects=100_000,
+                profile="strict",
+            )
+        )
+    )
+    yield LocalStack(azurite, mm, config, customvision, training_key)
+    customvision.stop()
+    mm.stop()

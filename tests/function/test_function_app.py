@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -13,10 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from percept_core import AuthenticationError, Curator, Ledger
+from percept_core import AuthenticationError, Curator, Ledger, Outcome
 from tests.support.disk_scan import scan, writable_areas
+from tests.support.frames import jpeg, upload_frames
 
-from .conftest import LOGGER, input_stream, load_function_app
+from .conftest import LOGGER, FunctionHost, input_stream, load_function_app, set_app_settings
 
 BAD_REASONS = {
     "tampered": "integrity check",
@@ -242,3 +244,26 @@ def test_a_blob_over_the_size_limit_is_refused_without_reading_it(host, stack, d
     assert stream.read() == Curator(stack.settings()).data.download(blob)  # the host's stream was never read
     (record,) = Ledger(host.ledger_path).records([blob.key]).values()
     assert record.state == "undecryptable"
+
+
+def test_a_redelivered_blob_on_a_new_instance_is_a_duplicate_under_the_strict_profile(
+    strict_stack, clean_environment, monkeypatch, tmp_path, caplog
+):
+    # Strict Azure refuses a batch whose only image is already in the project whole, with 400 "No valid image
+    # files": an instance with a ledger of its own (a new worker, a lost ledger) must still call it a duplicate.
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    stack = dataclasses.replace(
+        strict_stack, mm_config=dataclasses.replace(strict_stack.mm_config, container="fnstrict")
+    )
+    [name] = upload_frames(stack, "fnstrict", [jpeg(640)])
+    project_id = stack.new_project("function strict")
+    first_ledger = tmp_path / "instance-1" / "ledger.sqlite"
+    set_app_settings(monkeypatch, stack, custom_vision_project_id=project_id, percept_ledger_path=str(first_ledger))
+    first = FunctionHost(stack, project_id, first_ledger, monkeypatch)
+    pushed = first.invoke_for_outcome(name)
+    again = first.restarted(tmp_path / "instance-2" / "ledger.sqlite").invoke_for_outcome(name)
+
+    assert (pushed.outcome, again.outcome) == (Outcome.PUSHED, Outcome.DUPLICATE)
+    (image,) = stack.emulator.images(project_id)
+    assert again.image_id == pushed.image_id == image.id
+    assert f"Nothing new from fnstrict/{name}" in " ".join(messages(caplog))

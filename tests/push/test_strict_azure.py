@@ -20,11 +20,6 @@ import pytest
 import requests
 from PIL import Image
 
-from devstack.customvision_server import CustomVisionEmulatorConfig
-from devstack.customvision_server import create_app as create_cv_app
-from devstack.mm_server import MMEmulatorConfig
-from devstack.mm_server import create_app as create_mm_app
-from devstack.servers import serve_in_thread
 from percept_core import Curator, Outcome
 from percept_core.customvision import CustomVisionClient, PushStatus, UploadItem
 from percept_core.images import MAX_SIDE, MAX_UPLOAD_BYTES, sha256_hex
@@ -32,45 +27,24 @@ from tests.conftest import LocalStack
 from tests.support.frames import jpeg, upload_frames
 
 
-@pytest.fixture(scope="module")
-def strict(azurite):
-    """An MM and a Custom Vision emulator with the strict Azure profile, on the session's Azurite."""
-    config = MMEmulatorConfig(
-        storage_connection_string=azurite.connection_string,
-        container="data",
-        bootstrap_secret=secrets.token_urlsafe(24),
-        profile="strict",
-    )
-    mm = serve_in_thread(create_mm_app(config))
-    training_key = secrets.token_hex(16)
-    customvision = serve_in_thread(
-        create_cv_app(
-            CustomVisionEmulatorConfig(
-                training_keys=(training_key,),
-                rate_per_second=None,
-                training_seconds=0.5,
-                max_projects=100_000,
-                profile="strict",
-            )
-        )
-    )
-    yield LocalStack(azurite, mm, config, customvision, training_key)
-    customvision.stop()
-    mm.stop()
+@pytest.fixture
+def strict(strict_stack):
+    """The session's strict stack (tests/conftest.py), by a short name."""
+    return strict_stack
 
 
 @pytest.fixture
-def strict_project(strict) -> str:
-    return strict.new_project("strict", tags=("person",))
+def strict_project(strict_stack) -> str:
+    return strict_stack.new_project("strict", tags=("person",))
 
 
 @pytest.fixture
-def make_strict_curator(strict, tmp_path):
+def make_strict_curator(strict_stack, tmp_path):
     """A Curator on the strict stack with a ledger of its own (`ledger` names the file: a second one is a new
     machine's, or a lost ledger's, fresh start)."""
 
     def make(project: str, container: str, *, ledger: str = "ledger.sqlite") -> Curator:
-        settings = strict.settings(
+        settings = strict_stack.settings(
             custom_vision_project_id=project,
             mm_telemetry_storage_container=container,
             percept_ledger_path=str(tmp_path / ledger),
