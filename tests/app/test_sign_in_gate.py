@@ -210,23 +210,6 @@ FORMULAS = "appformulas"
 FORMULA_NAMES = ('=HYPERLINK("http://127.0.0.1:9/","x").jpg.dec', "+1+1.jpg.dec", "-2+3.jpg.dec", "@SUM(1).jpg.dec")
 
 
-@pytest.fixture
-def downloads(monkeypatch) -> dict[str, bytes]:
-    """The files the app offers for download, by file name, as Streamlit's in-memory media store receives them."""
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    offered: dict[str, bytes] = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def keep(self, path_or_data, mimetype, kind, filename=None):
-        if filename and isinstance(path_or_data, bytes):
-            offered[filename] = path_or_data
-        return original(self, path_or_data, mimetype, kind, filename)
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
-    return offered
-
-
 def test_the_activity_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(app_env_factory, stack, downloads):
     service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
     if not service.get_container_client(FORMULAS).exists():

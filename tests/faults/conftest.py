@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,11 +26,6 @@ from typing import Any
 import pytest
 import requests
 
-from devstack.customvision_server import CustomVisionEmulatorConfig
-from devstack.customvision_server import create_app as create_cv_app
-from devstack.mm_server import MMEmulatorConfig
-from devstack.mm_server import create_app as create_mm_app
-from devstack.servers import serve_in_thread
 from percept_core import Curator, Outcome
 from percept_core.images import sha256_hex
 from tests.conftest import ARTIFACTS, LocalStack
@@ -105,33 +99,6 @@ def _make_bed(stack, container: str, frames_count: int, versions, first_seed: in
         names += uploaded
     assert len(names) == frames_count and len(set(digests.values())) == frames_count
     return FaultBed(container, names, rejected=names[rejected], sha256=digests)
-
-
-@pytest.fixture(scope="session")
-def strict_stack(azurite):
-    """A second MM and Custom Vision emulator pair, both with the strict Azure profile, on the same Azurite."""
-    config = MMEmulatorConfig(
-        storage_connection_string=azurite.connection_string,
-        container="data",
-        bootstrap_secret=secrets.token_urlsafe(24),
-        profile="strict",
-    )
-    mm = serve_in_thread(create_mm_app(config))
-    training_key = secrets.token_hex(16)
-    customvision = serve_in_thread(
-        create_cv_app(
-            CustomVisionEmulatorConfig(
-                training_keys=(training_key,),
-                rate_per_second=None,
-                training_seconds=0.5,
-                max_projects=100_000,
-                profile="strict",
-            )
-        )
-    )
-    yield LocalStack(azurite, mm, config, customvision, training_key)
-    customvision.stop()
-    mm.stop()
 
 
 @pytest.fixture
