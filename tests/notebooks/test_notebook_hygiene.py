@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,10 +12,6 @@ import pytest
 from .test_notebooks import output_problems
 
 REPO = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs the git work tree"
-)
 
 
 def git(*args: str) -> subprocess.CompletedProcess:
