@@ -20,7 +20,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from .config import Settings
 from .errors import (
     AuthenticationError,
-    BlobError,
+    BlobNotFoundError,
     BlobTooLargeError,
     CuratorError,
     MissingMetadataError,
@@ -304,7 +304,9 @@ class RetrainingDataClient:
         try:
             properties = self.container_client.get_blob_client(name).get_blob_properties()
         except ResourceNotFoundError:
-            raise BlobError(f"No blob named {name!r} in container {self.container!r}.", blob_name=name) from None
+            raise BlobNotFoundError(
+                f"No blob named {name!r} in container {self.container!r}.", blob_name=name
+            ) from None
         except AzureError as exc:
             raise _storage_error(exc, f"read blob {name!r}") from None
         return RetrainingBlob.from_properties(self.container, properties)
@@ -360,7 +362,7 @@ def is_blob_fault(error: BaseException) -> bool:
 
     A stale listing (StaleBlobError) is not: the blob's new version is another key, reviewed afresh.
     """
-    return isinstance(error, BlobError) and type(error) is not BlobError and not isinstance(error, StaleBlobError)
+    return isinstance(error, CuratorError) and error.blob_fault
 
 
 def map_bounded(function, items: Iterable[Any], *, max_concurrency: int) -> Iterator[tuple[Any, Any]]:

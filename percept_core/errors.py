@@ -13,6 +13,11 @@ class CuratorError(Exception):
     """
 
     reason: str = "error"
+    #: Whether the same item may succeed on a later try: the world's fault (a service, a network), not the item's.
+    retryable: bool = True
+    #: Whether the blob itself is at fault (tampered, no metadata, too large, not an image): worth noting in the
+    #: ledger so the "cannot decrypt" filter finds it, and never worth retrying.
+    blob_fault: bool = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -43,6 +48,7 @@ class ConfigError(CuratorError):
     """A setting is missing or malformed."""
 
     reason = "configuration"
+    retryable = False
 
 
 class ServiceError(CuratorError):
@@ -65,6 +71,8 @@ class BlobError(CuratorError):
     """A retraining blob cannot be turned into an image; `blob_name` names it."""
 
     reason = "cannot decrypt"
+    retryable = False
+    blob_fault = True
 
     def __init__(self, message: str, *, blob_name: str | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -112,3 +120,12 @@ class StaleBlobError(BlobError):
     not at fault. Refresh the listing; the blob's new version is reviewed afresh."""
 
     reason = "changed since listed"
+    retryable = True
+    blob_fault = False
+
+
+class BlobNotFoundError(BlobError):
+    """No blob of that name is in the container (a name typed or passed in, not one from a listing)."""
+
+    reason = "no such blob"
+    blob_fault = False

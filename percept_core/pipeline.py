@@ -36,7 +36,7 @@ from .customvision import (
     UploadResult,
 )
 from .errors import AuthenticationError, BlobError, CuratorError, StaleBlobError
-from .images import PreparedImage, prepare_for_upload
+from .images import ImageLimitError, PreparedImage, prepare_for_upload
 from .ledger import BlobKey, Ledger, Review
 from .locker import Locker
 
@@ -813,7 +813,7 @@ class _Run:
                     if isinstance(result, CuratorError):
                         outcome = (
                             Outcome.REFUSED
-                            if result.reason == "exceeds Custom Vision limits"
+                            if isinstance(result, ImageLimitError)
                             else (Outcome.UNDECRYPTABLE if isinstance(result, BlobError) else Outcome.FAILED)
                         )
                         self.settle(blob, outcome, _short_reason(result))
@@ -970,7 +970,7 @@ class _Run:
                 results = future.result()
             except CuratorError as exc:
                 # A refused key is not the images' fault: they stay eligible for the next run.
-                retryable = getattr(exc, "retryable", True) or isinstance(exc, AuthenticationError)
+                retryable = exc.retryable or isinstance(exc, AuthenticationError)
                 results = [
                     UploadResult(
                         p.blob.name, PushStatus.FAILED if retryable else PushStatus.REJECTED, None, exc.message
