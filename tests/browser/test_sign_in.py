@@ -24,7 +24,7 @@ from tests.support.entra import AUTH, TENANT
 from tests.support.frames import jpeg, upload_frames
 from tests.support.streamlit_server import StreamlitServer
 
-from .conftest import ALICE, EVE, MALLORY, NOBODY, keep_offline, oidc_provider, sign_in, sign_out
+from .conftest import ALICE, EVE, MALLORY, NOBODY, drawn, keep_offline, oidc_provider, sign_in, sign_out
 
 pytestmark = pytest.mark.browser
 
@@ -215,6 +215,9 @@ def test_a_reviewer_taken_off_the_list_while_the_push_dialog_is_open_pushes_noth
     page.get_by_role("button", name="Push all untagged").click()
     dialog = page.get_by_role("dialog")
     expect(dialog.get_by_role("button", name="Confirm push")).to_be_visible()
+    # The reviewer reads the dialog once the run that opened it is over, then is taken off the list.
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
+    drawn(page)
 
     secrets_text = app.auth.path.read_text(encoding="utf-8")
     app.auth.path.write_text(
