@@ -268,13 +268,31 @@ def current_reviewers() -> tuple[str, ...]:
     The sources and their order are Settings.load's (environment, .env, local.settings.json, Streamlit
     secrets); Streamlit keeps the secrets it read at start, so the secrets files are read again here.
     """
-    layers = _config._layers(".env", "local.settings.json", (), os.environ)
+    layers = _config._layers(".env", "local.settings.json", (), _environment_without_promoted_secrets())
     layers.append(("Streamlit secrets", _fresh_secrets()))
     for source, layer in layers:
         raw = _config._lookup(layer, _REVIEWERS_KEY)
         if raw not in (None, ""):
             return _config._convert("reviewers", raw, source)
     return ()
+
+
+def _environment_without_promoted_secrets() -> Mapping[str, str]:
+    """The process environment without what Streamlit copied into it from its secrets.
+
+    Streamlit puts every top-level string or number of the secrets it read into os.environ (and takes it out
+    again only when it reads them anew), so there `percept_reviewers` as it was at start would shadow the file
+    as it is now: someone taken off the list would keep acting. A value the environment holds that differs
+    from the secrets' was set by whoever started the app, and still wins."""
+    try:
+        promoted = {
+            key: str(value)
+            for key, value in st.secrets.to_dict().items()
+            if isinstance(value, str | int | float) and not isinstance(value, bool)
+        }
+    except FileNotFoundError:
+        promoted = {}
+    return {key: value for key, value in os.environ.items() if promoted.get(key) != value}
 
 
 def _fresh_secrets() -> Mapping[str, Any]:

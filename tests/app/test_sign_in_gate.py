@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 
 import pandas as pd
 import pytest
@@ -167,6 +168,42 @@ def test_a_reviewer_taken_off_the_list_while_the_push_dialog_is_open_pushes_noth
     assert "is not allowed to use this app" in refusal(at)
     assert app_env.project_images() == []
     assert Ledger(app_env.ledger_path).events(action="push") == []
+
+
+@pytest.fixture
+def streamlit_secrets_file(tmp_path, monkeypatch):
+    """Streamlit's own secrets (st.secrets, outside AppTest) read from one file of this test's."""
+    from streamlit import config as streamlit_config
+    from streamlit.runtime.secrets import secrets_singleton
+
+    path = tmp_path / "secrets.toml"
+    chosen = {"secrets.files": [str(path)], "server.fileWatcherType": "none"}
+    previous = {option: streamlit_config.get_option(option) for option in chosen}
+    for option, value in chosen.items():
+        streamlit_config.set_option(option, value)
+    monkeypatch.delenv("percept_reviewers", raising=False)
+    secrets_singleton._reset()
+    yield path
+    secrets_singleton._reset()  # takes Streamlit's copies out of the environment again
+    for option, value in previous.items():
+        streamlit_config.set_option(option, value)
+
+
+def test_a_reviewer_taken_off_the_secrets_file_is_off_although_streamlit_copied_the_old_list_into_the_environment(
+    streamlit_secrets_file,
+):
+    """Streamlit copies the top-level strings of the secrets it read into os.environ, so the environment, which
+    comes first, still says what the file said at start. The gate reads the file as it is now. (Under a served
+    app this let a reviewer taken off the list push from an open dialog about one run in two.)"""
+    from pages import _auth
+
+    streamlit_secrets_file.write_text(f'percept_reviewers = "{ALICE}"\n', encoding="utf-8")
+    assert not _auth.sign_in_required()  # the gate's first question reads st.secrets, as at every start
+    assert os.environ.get("percept_reviewers") == ALICE  # Streamlit's copy, of the file as it was  # noqa: SIM112 - the name Streamlit gives it
+    assert _auth.current_reviewers() == (ALICE,)
+
+    streamlit_secrets_file.write_text('percept_reviewers = "bob@contoso.example"\n', encoding="utf-8")
+    assert _auth.current_reviewers() == ("bob@contoso.example",)
 
 
 # -- names from outside show as text ---------------------------------------------------------------------------------
