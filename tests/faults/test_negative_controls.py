@@ -117,22 +117,31 @@ def test_control_exactly_once_a_ledger_that_forgets_what_it_pushed(stack, contro
 
 
 def test_control_exactly_once_two_runs_with_the_claim_lock_disabled(stack, control_bed, control_curator, monkeypatch):
-    """Broken: a run takes over claims that another live run holds; two overlapping runs both send every blob."""
+    """Broken: a run takes over claims that another live run holds; two overlapping runs both send every blob.
+
+    The overlap is forced, not hoped for: both runs meet before either claims, take their first claims one
+    after the other (the second taking over the first's), and meet again before either sends anything."""
     original = Ledger.claim
-    barrier = threading.Barrier(2)
+    before_claiming, before_sending = threading.Barrier(2), threading.Barrier(2)
+    one_at_a_time = threading.Lock()
     first_claim: set[str] = set()
 
     def claim(self, keys, project_id, run_id, *args, **kwargs):
-        if run_id not in first_claim:  # both runs meet here before either claims: they overlap for sure
+        first = run_id not in first_claim
+        if first:
             first_claim.add(run_id)
-            barrier.wait(timeout=60)
-        with sqlite3.connect(self.path, timeout=30) as db:
-            db.executemany(
-                "DELETE FROM pushes WHERE container=? AND name=? AND etag=? AND project_id=? AND state='pushing'"
-                " AND claim<>?",
-                [(*key, project_id, run_id) for key in _keys_sql(keys)],
-            )
-        return original(self, keys, project_id, run_id, *args, **kwargs)
+            before_claiming.wait(timeout=60)
+        with one_at_a_time:
+            with sqlite3.connect(self.path, timeout=30) as db:
+                db.executemany(
+                    "DELETE FROM pushes WHERE container=? AND name=? AND etag=? AND project_id=? AND state='pushing'"
+                    " AND claim<>?",
+                    [(*key, project_id, run_id) for key in _keys_sql(keys)],
+                )
+            claimed = original(self, keys, project_id, run_id, *args, **kwargs)
+        if first:
+            before_sending.wait(timeout=60)
+        return claimed
 
     monkeypatch.setattr(Ledger, "claim", claim)
     monkeypatch.setattr(PushPipeline, "reconcile_with_project", False)  # or the later run finds the other's images
@@ -142,6 +151,7 @@ def test_control_exactly_once_two_runs_with_the_claim_lock_disabled(stack, contr
         thread.start()
     for thread in threads:
         thread.join(120)
+    assert not before_claiming.broken and not before_sending.broken, "the two runs did not overlap"
     evidence = Evidence.collect(stack, control_curator, control_bed)
     with pytest.raises(PropertyViolated, match="re-sent"):
         check_resend_bound(evidence, ResendBound(0, "each blob is claimed by exactly one of the two runs"))
