@@ -261,3 +261,4 @@ def show_every_frame(page) -> None:
     # and no tile stands for a burst any more.
     expect(page.get_by_label("Push every frame of a burst", exact=True)).to_be_disabled(timeout=60_000)
     expect(page.get_by_text("near-identical frames")).to_have_count(0, timeout=60_000)
+    drawn(page, timeout=60_000)  # and the tiles of the run before it (keyed by another generation) are gone
