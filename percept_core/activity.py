@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .csvsafe import csv_text
 from .customvision import IterationInfo, ProjectInfo, TagInfo
 from .ledger import Ledger
-from .pipeline import PROJECT_IMAGE_QUOTA
+from .pipeline import PROJECT_IMAGE_QUOTA, Outcome
 
 if TYPE_CHECKING:
     from .curator import Curator
@@ -53,11 +53,11 @@ def activity_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def pushes_per_day(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """New images per day and model version (push events whose outcome is "pushed")."""
+    """New images per day and model version (push events whose outcome is Outcome.PUSHED)."""
     counts = Counter(
         (row["when"].date(), row["model_version"] or "unknown")
         for row in rows
-        if row["action"] == "push" and row["outcome"] == "pushed"
+        if row["action"] == "push" and row["outcome"] == Outcome.PUSHED
     )
     return [{"day": day, "model_version": label, "pushes": n} for (day, label), n in sorted(counts.items())]
 

@@ -14,18 +14,19 @@ from datetime import date, datetime, time
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from .config import Settings
 from .errors import (
-    AuthenticationError,
+    AzureCall,
     BlobNotFoundError,
     BlobTooLargeError,
     CuratorError,
     MissingMetadataError,
     ServiceError,
     StaleBlobError,
+    from_azure,
 )
 from .names import is_valid_name, validate_model
 
@@ -250,7 +251,7 @@ class RetrainingDataClient:
             except StopIteration:
                 return
             except AzureError as exc:
-                raise _storage_error(exc, f"list the {self.container!r} container") from None
+                raise storage_error(exc, f"list the {self.container!r} container") from None
             with self._count_lock:
                 self.list_calls += 1
             yield current, page, pager.continuation_token
@@ -303,12 +304,9 @@ class RetrainingDataClient:
     def get_blob(self, name: str) -> RetrainingBlob:
         try:
             properties = self.container_client.get_blob_client(name).get_blob_properties()
-        except ResourceNotFoundError:
-            raise BlobNotFoundError(
-                f"No blob named {name!r} in container {self.container!r}.", blob_name=name
-            ) from None
         except AzureError as exc:
-            raise _storage_error(exc, f"read blob {name!r}") from None
+            missing = BlobNotFoundError(f"No blob named {name!r} in container {self.container!r}.", blob_name=name)
+            raise storage_error(exc, f"read blob {name!r}", not_found=missing) from None
         return RetrainingBlob.from_properties(self.container, properties)
 
     # -- downloads --------------------------------------------------------------------------------
@@ -337,24 +335,14 @@ class RetrainingDataClient:
             return client.download_blob(
                 etag=f'"{blob.etag}"', match_condition=MatchConditions.IfNotModified, max_concurrency=1
             ).readall()
-        except ResourceNotFoundError:
-            raise StaleBlobError(
-                f"Blob {blob.name!r} was deleted after it was listed.", blob_name=blob.name, hint="Refresh the list."
-            ) from None
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                raise StaleBlobError(
-                    f"Blob {blob.name!r} changed after it was listed.", blob_name=blob.name, hint="Refresh the list."
-                ) from None
-            raise _storage_error(exc, f"download blob {blob.name!r}") from None
         except AzureError as exc:
-            raise _storage_error(exc, f"download blob {blob.name!r}") from None
-
-    def download_many(
-        self, blobs: Iterable[RetrainingBlob], *, max_concurrency: int = 8
-    ) -> Iterator[tuple[RetrainingBlob, bytes | CuratorError]]:
-        """Download in parallel with at most `max_concurrency` in flight; yields in input order."""
-        yield from map_bounded(self.download, blobs, max_concurrency=max_concurrency)
+            deleted = StaleBlobError(
+                f"Blob {blob.name!r} was deleted after it was listed.", blob_name=blob.name, hint="Refresh the list."
+            )
+            changed = StaleBlobError(
+                f"Blob {blob.name!r} changed after it was listed.", blob_name=blob.name, hint="Refresh the list."
+            )
+            raise storage_error(exc, f"download blob {blob.name!r}", not_found=deleted, modified=changed) from None
 
 
 def is_blob_fault(error: BaseException) -> bool:
@@ -384,16 +372,21 @@ def _settle(item: Any, future: Future) -> tuple[Any, Any]:
         return item, exc
 
 
-def _storage_error(exc: AzureError, doing: str) -> CuratorError:
-    if isinstance(exc, ClientAuthenticationError) or getattr(exc, "status_code", None) in (401, 403):
-        return AuthenticationError(
-            f"Storage refused to {doing}.",
-            hint="The identity needs the Storage Blob Data Reader role on the MM storage account.",
-        )
-    if isinstance(exc, ResourceNotFoundError):
-        return ServiceError(
+def storage_error(
+    exc: AzureError, doing: str, *, not_found: CuratorError | None = None, modified: CuratorError | None = None
+) -> CuratorError:
+    """Our error for a storage call that failed (`errors.from_azure` with the storage account's hints); a 404
+    is a missing container unless `not_found` says what it means for this call."""
+    if not_found is None:
+        not_found = ServiceError(
             f"Could not {doing}: the container does not exist.", hint="Check mm_telemetry_storage_container."
         )
-    return ServiceError(
-        f"Could not {doing}: {exc.__class__.__name__}.", hint="Check the storage account settings and try again."
+    call = AzureCall(
+        "Storage",
+        doing,
+        hint="Check the storage account settings and try again.",
+        refused_hint="The identity needs the Storage Blob Data Reader role on the MM storage account.",
+        not_found=not_found,
+        modified=modified,
     )
+    return from_azure(exc, call)

@@ -15,6 +15,7 @@ from .blobs import RetrainingBlob
 from .customvision import MAX_REGIONS_PER_IMAGE, Region
 from .errors import CuratorError
 from .pipeline import RegionUpdate
+from .state import BlobState, state_of_record
 
 if TYPE_CHECKING:
     from .curator import Curator
@@ -89,7 +90,7 @@ def to_regions(curator: Curator, boxes: Sequence[Box]) -> list[Region]:
 def boxes_of(curator: Curator, blob: RetrainingBlob) -> list[Box] | None:
     """The boxes the blob's image has in the project now, or None when the blob is not in the project."""
     record = curator.ledger.record(blob.key, curator.customvision.project_id)
-    if record.push_state != "pushed" or not record.image_id:
+    if state_of_record(record) is not BlobState.PUSHED or not record.image_id:
         return None
     images = curator.customvision.images_by_ids([record.image_id])
     if not images:

@@ -14,13 +14,16 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .blobs import BlobFilter
 from .config import ConfigError
 from .errors import BlobError, CuratorError
 from .memory import return_large_buffers_to_the_system
 from .state import state_of_record
+
+if TYPE_CHECKING:
+    from .review import Decision
 
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG = 0, 1, 2
 
@@ -355,33 +358,37 @@ def _push_untagged(curator, args, out: _Output) -> int:
 def _reject(curator, args, out: _Output) -> int:
     from . import review
 
-    return _decide(curator, args, out, "rejected", lambda blobs: review.reject(curator, blobs, reason=args.reason))
+    return _decide(
+        curator, args, out, review.Decision.REJECTED, lambda blobs: review.reject(curator, blobs, reason=args.reason)
+    )
 
 
 def _restore(curator, args, out: _Output) -> int:
     from . import review
 
-    return _decide(curator, args, out, "restored", lambda blobs: review.restore(curator, blobs))
+    return _decide(curator, args, out, review.Decision.RESTORED, lambda blobs: review.restore(curator, blobs))
 
 
-def _decide(curator, args, out: _Output, done: str, decide: Callable[[list[Any]], list[Any]]) -> int:
+def _decide(curator, args, out: _Output, done: Decision, decide: Callable[[list[Any]], list[Any]]) -> int:
     """Reject or restore by name with the app's rules (percept_core.review); each item refused is listed with why."""
-    from .review import ReviewOutcome, outcome_counts
+    from .review import Decision, ReviewOutcome, outcome_counts
 
     blobs, outcomes = [], []
     for name in dict.fromkeys(args.blobs):
         try:
             blobs.append(curator.blob(name))
         except BlobError as exc:  # this name, not the whole command
-            outcomes.append(ReviewOutcome(name, "", "skipped", exc.message))
+            outcomes.append(ReviewOutcome(name, "", Decision.SKIPPED, exc.message))
     outcomes += decide(blobs) if blobs else []
     ok = [o.name for o in outcomes if o.ok]
     refused = [o for o in outcomes if not o.ok]
     counts = outcome_counts(outcomes)
-    lines = [f"{done} {len(ok)} blob(s)" + (": push-untagged leaves them out" if done == "rejected" and ok else "")]
+    lines = [
+        f"{done} {len(ok)} blob(s)" + (": push-untagged leaves them out" if done is Decision.REJECTED and ok else "")
+    ]
     lines += [f"  {o.outcome}: {o.name}: {o.reason}" for o in refused]
     document = {
-        done: ok,
+        str(done): ok,
         "counts": counts,
         "outcomes": [{"blob": o.name, "outcome": o.outcome, "reason": o.reason} for o in outcomes],
     }

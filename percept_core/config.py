@@ -220,11 +220,6 @@ class Settings:
         return rows
 
     @property
-    def uses_local_storage(self) -> bool:
-        """True when storage is reached with a connection string (Azurite, or an account key)."""
-        return bool(self.mm_storage_connection_string)
-
-    @property
     def storage_account_url(self) -> str | None:
         if not self.mm_storage_account:
             return None

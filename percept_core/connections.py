@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError
 
-from .blobs import _storage_error
+from .blobs import storage_error
 from .config import Settings, is_loopback_host
 from .errors import CuratorError
 
@@ -116,7 +116,7 @@ def quick_health(curator: Curator) -> list[ConnectionCheck]:
         try:
             curator.data.container_client.get_container_properties()
         except AzureError as exc:
-            raise _storage_error(exc, f"read the {curator.data.container!r} container") from None
+            raise storage_error(exc, f"read the {curator.data.container!r} container") from None
         return f"container {curator.data.container!r} is reachable"
 
     def mm() -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import NotAnImageError
+from .errors import ImageLimitError, NotAnImageError  # ImageLimitError: importable from here too
 
 # Custom Vision's training-image limits, fitted to the stricter of the readings (issue 18): the documented
 # 10,240 px a side was observed to be 10,000 px (MicrosoftDocs/azure-docs #117855), and "6 MB" may mean
@@ -34,12 +34,6 @@ MAX_PIXELS = MAX_DECODE_SIDE * MAX_DECODE_SIDE
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 THUMBNAIL_SIZE = (320, 320)
-
-
-class ImageLimitError(NotAnImageError):
-    """An image that Custom Vision refuses and that cannot be fitted without changing what it shows."""
-
-    reason = "exceeds Custom Vision limits"
 
 
 @dataclass(frozen=True)

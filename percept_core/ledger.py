@@ -25,19 +25,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from .state import BlobState, PushState, Review, state_of_record
 
 BlobKey = tuple[str, str, str]  # container, name, etag
 
 DEFAULT_LEDGER_PATH = Path.home() / ".percept-curator" / "ledger.sqlite"
 LEASE_SECONDS = 300.0
 
-_SCHEMA = """
+# The states are state.py's words (Review, PushState): the schema names them from there.
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS blobs (
     container TEXT NOT NULL, name TEXT NOT NULL, etag TEXT NOT NULL,
-    review TEXT NOT NULL DEFAULT 'new',     -- new | rejected | undecryptable | near_duplicate
+    review TEXT NOT NULL DEFAULT '{Review.NEW}',     -- {" | ".join(Review)}
     reason TEXT,
     model_name TEXT, model_version TEXT,
     sha256 TEXT, phash TEXT,
@@ -47,7 +49,7 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE INDEX IF NOT EXISTS blobs_review ON blobs (review);
 CREATE TABLE IF NOT EXISTS pushes (
     container TEXT NOT NULL, name TEXT NOT NULL, etag TEXT NOT NULL, project_id TEXT NOT NULL,
-    state TEXT NOT NULL,                    -- pushing | pushed | failed
+    state TEXT NOT NULL,                    -- {" | ".join(PushState)}
     image_id TEXT, sha256 TEXT, tags TEXT, reason TEXT,
     claim TEXT, claimed_at REAL, attempts INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL, updated_by TEXT,
@@ -69,19 +71,6 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
 
 
-class Review(StrEnum):
-    NEW = "new"
-    REJECTED = "rejected"
-    UNDECRYPTABLE = "undecryptable"
-    NEAR_DUPLICATE = "near_duplicate"
-
-
-class PushState(StrEnum):
-    PUSHING = "pushing"
-    PUSHED = "pushed"
-    FAILED = "failed"
-
-
 @dataclass(frozen=True)
 class BlobRecord:
     """What the ledger knows of one blob version for one project."""
@@ -97,13 +86,9 @@ class BlobRecord:
     tags: tuple[str, ...] = ()
 
     @property
-    def state(self) -> str:
-        """One word for a badge: pushed, failed, pushing, rejected, undecryptable, near_duplicate or new."""
-        if self.push_state == PushState.PUSHED:
-            return "pushed"
-        if self.review != Review.NEW:
-            return self.review
-        return self.push_state or "new"
+    def state(self) -> BlobState:
+        """The blob's state for the project, one word for a badge (`state.state_of_record`)."""
+        return state_of_record(self)
 
 
 @dataclass(frozen=True)
@@ -250,20 +235,18 @@ class Ledger:
             params.append(container)
         return {(r[0], r[1], r[2]) for r in self._query(sql, params)}
 
-    def states(self, project_id: str | None) -> dict[BlobKey, str]:
-        """Every key whose state is not "new", with its state for the project (as BlobRecord.state)."""
-        states: dict[BlobKey, str] = {
-            (r[0], r[1], r[2]): r[3]
-            for r in self._query("SELECT container, name, etag, review FROM blobs WHERE review != 'new'")
+    def states(self, project_id: str | None) -> dict[BlobKey, BlobState]:
+        """Every key whose state is not new, with its state for the project (as BlobRecord.state)."""
+        facts: dict[BlobKey, dict[str, str]] = {
+            (r[0], r[1], r[2]): {"review": r[3]}
+            for r in self._query("SELECT container, name, etag, review FROM blobs WHERE review != ?", (Review.NEW,))
         }
         if project_id:
             for container, name, etag, state in self._query(
                 "SELECT container, name, etag, state FROM pushes WHERE project_id=?", (project_id,)
             ):
-                key = (container, name, etag)
-                if state == PushState.PUSHED or key not in states:
-                    states[key] = state
-        return states
+                facts.setdefault((container, name, etag), {})["push_state"] = state
+        return {key: state_of_record(BlobRecord(key, **fields)) for key, fields in facts.items()}
 
     def blob_models(self, keys: Iterable[BlobKey]) -> dict[BlobKey, tuple[str | None, str | None]]:
         """(model name, model version) of each key the ledger knows them for (activity charts)."""
@@ -293,8 +276,8 @@ class Ledger:
         """
         now = _now()
         rows = self._query(
-            "SELECT container, name, etag, claim, claimed_at FROM pushes WHERE project_id=? AND state='pushing'",
-            (project_id,),
+            "SELECT container, name, etag, claim, claimed_at FROM pushes WHERE project_id=? AND state=?",
+            (project_id, PushState.PUSHING),
         )
         return [
             Claim((row[0], row[1], row[2]), row[3] or "", row[4], not self._claim_is_dead(row[3], row[4], now))
@@ -303,18 +286,17 @@ class Ledger:
 
     def pushed_image_for_content(self, project_id: str, sha256: str) -> str | None:
         rows = self._query(
-            "SELECT image_id FROM pushes WHERE project_id=? AND sha256=? AND state='pushed' AND image_id IS NOT NULL "
-            "LIMIT 1",
-            (project_id, sha256),
+            "SELECT image_id FROM pushes WHERE project_id=? AND sha256=? AND state=? AND image_id IS NOT NULL LIMIT 1",
+            (project_id, sha256, PushState.PUSHED),
         )
         return rows[0]["image_id"] if rows else None
 
     def pushed_image_count(self, project_id: str) -> int:
         """How many distinct project images the ledger knows of (a new or lost ledger knows fewer than the project)."""
         rows = self._query(
-            "SELECT COUNT(DISTINCT image_id) FROM pushes WHERE project_id=? AND state='pushed' "
+            "SELECT COUNT(DISTINCT image_id) FROM pushes WHERE project_id=? AND state=? "
             "AND image_id IS NOT NULL AND image_id != ''",
-            (project_id,),
+            (project_id, PushState.PUSHED),
         )
         return int(rows[0][0])
 
@@ -337,8 +319,8 @@ class Ledger:
     def pushed(self, project_id: str) -> list[dict[str, Any]]:
         """Every pushed blob of a project with its image id (to reconcile with the project)."""
         rows = self._query(
-            "SELECT container, name, etag, image_id, sha256, tags FROM pushes WHERE project_id=? AND state='pushed'",
-            (project_id,),
+            "SELECT container, name, etag, image_id, sha256, tags FROM pushes WHERE project_id=? AND state=?",
+            (project_id, PushState.PUSHED),
         )
         return [dict(row) for row in rows]
 
@@ -425,8 +407,8 @@ class Ledger:
                 "INSERT INTO blobs (container, name, etag, sha256, phash, model_name, model_version, updated_at, "
                 "updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (container, name, etag) DO UPDATE SET "
                 "sha256=excluded.sha256, phash=COALESCE(excluded.phash, blobs.phash), "
-                "review=CASE WHEN blobs.review='undecryptable' THEN 'new' ELSE blobs.review END",
-                (*key, sha256, phash, *(model or (None, None)), _now(), actor),
+                "review=CASE WHEN blobs.review=? THEN ? ELSE blobs.review END",
+                (*key, sha256, phash, *(model or (None, None)), _now(), actor, Review.UNDECRYPTABLE, Review.NEW),
             )
 
     def note_models(self, blobs: Iterable[tuple[BlobKey, str | None, str | None]], *, actor: str = "system") -> None:
@@ -458,7 +440,7 @@ class Ledger:
             if current and current["review"] == Review.UNDECRYPTABLE and current["reason"] == reason:
                 return
             self._set_review(db, key, Review.UNDECRYPTABLE, reason, actor)
-            self._event(db, actor, "undecryptable", key, outcome=reason)
+            self._event(db, actor, Review.UNDECRYPTABLE, key, outcome=reason)
 
     # -- pushes ------------------------------------------------------------------------------------
 
@@ -527,11 +509,11 @@ class Ledger:
                         continue
                 db.execute(
                     "INSERT INTO pushes (container, name, etag, project_id, state, claim, claimed_at, attempts, "
-                    "updated_at, updated_by) VALUES (?, ?, ?, ?, 'pushing', ?, ?, 1, ?, ?) "
-                    "ON CONFLICT (container, name, etag, project_id) DO UPDATE SET state='pushing', "
+                    "updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?) "
+                    "ON CONFLICT (container, name, etag, project_id) DO UPDATE SET state=excluded.state, "
                     "claim=excluded.claim, claimed_at=excluded.claimed_at, attempts=pushes.attempts+1, "
                     "updated_at=excluded.updated_at, updated_by=excluded.updated_by",
-                    (*key, project_id, run_id, now, now, actor),
+                    (*key, project_id, PushState.PUSHING, run_id, now, now, actor),
                 )
                 claimed.append(key)
         return claimed, skipped
@@ -544,8 +526,8 @@ class Ledger:
             for key in keys:
                 renewed = db.execute(
                     "UPDATE pushes SET claimed_at=? WHERE container=? AND name=? AND etag=? AND project_id=? "
-                    "AND claim=? AND state='pushing'",
-                    (now, *key, project_id, run_id),
+                    "AND claim=? AND state=?",
+                    (now, *key, project_id, run_id, PushState.PUSHING),
                 ).rowcount
                 if not renewed:
                     lost.append(key)
@@ -557,8 +539,8 @@ class Ledger:
             for key in keys:
                 db.execute(
                     "DELETE FROM pushes WHERE container=? AND name=? AND etag=? AND project_id=? AND claim=? "
-                    "AND state='pushing' AND image_id IS NULL",
-                    (*key, project_id, run_id),
+                    "AND state=? AND image_id IS NULL",
+                    (*key, project_id, run_id, PushState.PUSHING),
                 )
 
     def _claim_lost(self, db, key: BlobKey, project_id: str, claim: str, actor: str, would: str, details) -> None:
@@ -590,7 +572,7 @@ class Ledger:
         sha256: str | None,
         tags: Sequence[str],
         actor: str,
-        outcome: str = "pushed",
+        outcome: str = PushState.PUSHED,
         details: dict[str, Any] | None = None,
         model: tuple[str | None, str | None] | None = None,
         claim: str | None = None,
@@ -601,10 +583,21 @@ class Ledger:
                 self._note_model(db, key, *model, actor)
             if claim is not None:
                 written = db.execute(
-                    "UPDATE pushes SET state='pushed', image_id=?, sha256=?, tags=?, reason=NULL, claim=NULL, "
+                    "UPDATE pushes SET state=?, image_id=?, sha256=?, tags=?, reason=NULL, claim=NULL, "
                     "claimed_at=NULL, updated_at=?, updated_by=? WHERE container=? AND name=? AND etag=? "
-                    "AND project_id=? AND claim=? AND state='pushing'",
-                    (image_id, sha256, json.dumps(list(tags)), _now(), actor, *key, project_id, claim),
+                    "AND project_id=? AND claim=? AND state=?",
+                    (
+                        PushState.PUSHED,
+                        image_id,
+                        sha256,
+                        json.dumps(list(tags)),
+                        _now(),
+                        actor,
+                        *key,
+                        project_id,
+                        claim,
+                        PushState.PUSHING,
+                    ),
                 ).rowcount
                 if not written:
                     self._claim_lost(db, key, project_id, claim, actor, outcome, {"image_id": image_id})
@@ -612,11 +605,11 @@ class Ledger:
             else:
                 db.execute(
                     "INSERT INTO pushes (container, name, etag, project_id, state, image_id, sha256, tags, reason, "
-                    "claim, claimed_at, updated_at, updated_by) VALUES (?, ?, ?, ?, 'pushed', ?, ?, ?, NULL, NULL, "
-                    "NULL, ?, ?) ON CONFLICT (container, name, etag, project_id) DO UPDATE SET state='pushed', "
+                    "claim, claimed_at, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, "
+                    "NULL, ?, ?) ON CONFLICT (container, name, etag, project_id) DO UPDATE SET state=excluded.state, "
                     "image_id=excluded.image_id, sha256=excluded.sha256, tags=excluded.tags, reason=NULL, "
                     "claim=NULL, claimed_at=NULL, updated_at=excluded.updated_at, updated_by=excluded.updated_by",
-                    (*key, project_id, image_id, sha256, json.dumps(list(tags)), _now(), actor),
+                    (*key, project_id, PushState.PUSHED, image_id, sha256, json.dumps(list(tags)), _now(), actor),
                 )
             self._event(
                 db, actor, "push", key, project_id=project_id, outcome=outcome, image_id=image_id, details=details
@@ -636,15 +629,15 @@ class Ledger:
         claim: str | None = None,
     ) -> bool:
         """Record a failed push. With `claim`, only while that claim holds the item: False when it does not."""
-        outcome = "failed" if retryable else "rejected by Custom Vision"
+        outcome = PushState.FAILED if retryable else "rejected by Custom Vision"
         event_details = {"reason": reason, "retryable": retryable, **(details or {})}
         with self._transaction() as db:
             if claim is not None:
                 written = db.execute(
-                    "UPDATE pushes SET state='failed', reason=?, sha256=COALESCE(?, sha256), claim=NULL, "
+                    "UPDATE pushes SET state=?, reason=?, sha256=COALESCE(?, sha256), claim=NULL, "
                     "claimed_at=NULL, updated_at=?, updated_by=? WHERE container=? AND name=? AND etag=? "
-                    "AND project_id=? AND claim=? AND state='pushing'",
-                    (reason, sha256, _now(), actor, *key, project_id, claim),
+                    "AND project_id=? AND claim=? AND state=?",
+                    (PushState.FAILED, reason, sha256, _now(), actor, *key, project_id, claim, PushState.PUSHING),
                 ).rowcount
                 if not written:
                     self._claim_lost(db, key, project_id, claim, actor, outcome, event_details)
@@ -652,11 +645,11 @@ class Ledger:
             else:
                 db.execute(
                     "INSERT INTO pushes (container, name, etag, project_id, state, sha256, reason, updated_at, "
-                    "updated_by) VALUES (?, ?, ?, ?, 'failed', ?, ?, ?, ?) ON CONFLICT (container, name, etag, "
-                    "project_id) DO UPDATE SET state='failed', reason=excluded.reason, "
+                    "updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (container, name, etag, "
+                    "project_id) DO UPDATE SET state=excluded.state, reason=excluded.reason, "
                     "sha256=COALESCE(excluded.sha256, pushes.sha256), claim=NULL, claimed_at=NULL, "
-                    "updated_at=excluded.updated_at, updated_by=excluded.updated_by WHERE pushes.state != 'pushed'",
-                    (*key, project_id, sha256, reason, _now(), actor),
+                    "updated_at=excluded.updated_at, updated_by=excluded.updated_by WHERE pushes.state != ?",
+                    (*key, project_id, PushState.FAILED, sha256, reason, _now(), actor, PushState.PUSHED),
                 )
             self._event(db, actor, "push", key, project_id=project_id, outcome=outcome, details=event_details)
         return True
@@ -689,8 +682,8 @@ class Ledger:
         )
         params: list[Any] = [json.dumps(list(tags)), _now(), actor, *key, project_id]
         if claim is not None:
-            sql += " AND claim=? AND state='pushing'"
-            params.append(claim)
+            sql += " AND claim=? AND state=?"
+            params += [claim, PushState.PUSHING]
         with self._transaction() as db:
             written = db.execute(sql, params).rowcount
             if claim is not None and not written:

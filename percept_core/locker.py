@@ -23,17 +23,21 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+from azure.core.exceptions import AzureError
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .errors import (
     AuthenticationError,
+    AzureCall,
     CuratorError,
     IntegrityError,
     InvalidMetadataError,
     ServiceError,
     UnknownModelVersionError,
+    from_azure,
+    from_requests,
 )
 from .names import shown, validate_model
 
@@ -283,13 +287,6 @@ class KeyServiceClient:
     def _resolve_bootstrap_secret(self) -> str:
         if self._bootstrap_secret:
             return self._bootstrap_secret
-        from azure.core.exceptions import (
-            AzureError,
-            ClientAuthenticationError,
-            HttpResponseError,
-            ResourceNotFoundError,
-            ServiceRequestError,
-        )
         from azure.keyvault.secrets import SecretClient
 
         info = self.bootstrap()
@@ -307,34 +304,19 @@ class KeyServiceClient:
         try:
             with SecretClient(vault_url, credential, **kwargs) as client:
                 value = client.get_secret(info.secret_name).value
-        except ResourceNotFoundError:
-            failure = ServiceError(
-                f"Key Vault {vault_url} has no secret named {info.secret_name!r} (the name MM's bootstrap gave).",
-                hint="Check that mm_server_url and the vault belong to the same MM deployment.",
-            )
-        except ClientAuthenticationError as exc:
-            failure = AuthenticationError(
-                f"Key Vault {vault_url} refused to give the MM bootstrap secret {info.secret_name!r} "
-                f"({exc.status_code or 'no token'}).",
-                hint="Sign in (az login, or set AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID) with an "
-                "identity that may get secrets in that vault.",
-            )
-        except ServiceRequestError as exc:
-            tls = "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
-            failure = ServiceError(
-                f"TLS verification failed for Key Vault {vault_url}."
-                if tls
-                else f"Could not reach Key Vault {vault_url} ({exc.__class__.__name__}).",
-                hint="The vault's certificate is not trusted; fix the certificate rather than the check."
-                if tls
-                else "Check the network and the vault name.",
-            )
-        except HttpResponseError as exc:
-            failure = ServiceError(f"Key Vault {vault_url} answered {exc.status_code} for the MM bootstrap secret.")
         except AzureError as exc:
-            failure = ServiceError(
-                f"Could not read the MM bootstrap secret from {vault_url} ({exc.__class__.__name__})."
+            call = AzureCall(
+                f"Key Vault {vault_url}",
+                f"give the MM bootstrap secret {info.secret_name!r}",
+                hint="Check the network and the vault name.",
+                refused_hint="Sign in (az login, or set AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID) with an "
+                "identity that may get secrets in that vault.",
+                not_found=ServiceError(
+                    f"Key Vault {vault_url} has no secret named {info.secret_name!r} (the name MM's bootstrap gave).",
+                    hint="Check that mm_server_url and the vault belong to the same MM deployment.",
+                ),
             )
+            failure = from_azure(exc, call)
         if failure is not None:
             # Raised outside the except block: the SDK's exception (request, token, socket) is not kept alive.
             raise failure
@@ -369,15 +351,9 @@ class KeyServiceClient:
                 response = self._session.request(
                     method, url, headers=headers, timeout=self._timeout, verify=self._verify, **kwargs
                 )
-            except requests.exceptions.SSLError:
-                raise ServiceError(
-                    f"TLS verification failed for the MM server at {self.endpoint}.",
-                    hint="The server's certificate is not trusted; fix the certificate rather than the check.",
-                ) from None
             except requests.RequestException as exc:
-                raise ServiceError(
-                    f"Could not reach the MM server at {self.endpoint} ({exc.__class__.__name__}).",
-                    hint="Check mm_server_url and that the server is running.",
+                raise from_requests(
+                    exc, f"the MM server at {self.endpoint}", hint="Check mm_server_url and that the server is running."
                 ) from None
             if response.status_code in (401, 403) and authenticated and attempt == 0:
                 # The bearer token expired: log in again, once. Servers answer an expired token with 401 or

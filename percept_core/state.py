@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .errors import ActionRefused
-
-if TYPE_CHECKING:
-    from .ledger import BlobRecord
 
 
 class BlobState(StrEnum):
@@ -43,6 +40,24 @@ class BlobState(StrEnum):
 
 #: What `Curator.state_of` and the gallery call an undecryptable blob (or one without model metadata).
 CANNOT_DECRYPT = "cannot decrypt"
+
+
+class Review(StrEnum):
+    """The states the ledger keeps of a blob itself (its `blobs.review` column), in BlobState's words."""
+
+    NEW = BlobState.NEW.value
+    REJECTED = BlobState.REJECTED.value
+    UNDECRYPTABLE = BlobState.UNDECRYPTABLE.value
+    NEAR_DUPLICATE = BlobState.NEAR_DUPLICATE.value
+
+
+class PushState(StrEnum):
+    """The states the ledger keeps of a blob's push to one project (its `pushes.state` column), in BlobState's
+    words."""
+
+    PUSHING = BlobState.PUSHING.value
+    PUSHED = BlobState.PUSHED.value
+    FAILED = BlobState.FAILED.value
 
 
 class Action(StrEnum):
@@ -101,9 +116,29 @@ def allowed(action: Action | str, state: BlobState | str) -> bool:
     return refusal(action, state) is None
 
 
-def state_of_record(record: BlobRecord | None) -> BlobState:
-    """The state of a blob the ledger knows as `record` (None: never seen, so new)."""
-    return BlobState.NEW if record is None else BlobState.of(record.state)
+class LedgerFacts(Protocol):
+    """What the ledger keeps of a blob version for a project (a `ledger.BlobRecord`)."""
+
+    @property
+    def review(self) -> str: ...
+
+    @property
+    def push_state(self) -> str | None: ...
+
+
+def state_of_record(record: LedgerFacts | None) -> BlobState:
+    """The state of a blob the ledger knows as `record` (None: never seen, so new): the one derivation.
+
+    In the project wins over a review mark (a pushed frame stays pushed); otherwise the review mark
+    (rejected, undecryptable, near-duplicate) wins over a push that is under way or failed.
+    """
+    if record is None:
+        return BlobState.NEW
+    if record.push_state == PushState.PUSHED:
+        return BlobState.PUSHED
+    if record.review != Review.NEW:
+        return BlobState(record.review)
+    return BlobState(record.push_state) if record.push_state else BlobState.NEW
 
 
 def check(action: Action | str, states: Iterable[tuple[str, BlobState | str]]) -> None:
@@ -113,4 +148,16 @@ def check(action: Action | str, states: Iterable[tuple[str, BlobState | str]]) -
         raise ActionRefused(Action(action).value, refused)
 
 
-__all__ = ["CANNOT_DECRYPT", "Action", "ActionRefused", "BlobState", "allowed", "check", "refusal", "state_of_record"]
+__all__ = [
+    "CANNOT_DECRYPT",
+    "Action",
+    "ActionRefused",
+    "BlobState",
+    "LedgerFacts",
+    "PushState",
+    "Review",
+    "allowed",
+    "check",
+    "refusal",
+    "state_of_record",
+]

@@ -215,3 +215,31 @@ def test_a_live_run_in_another_container_with_our_hostname_is_not_taken_for_dead
     assert there.claim(KEYS[:1], PROJECT, there.new_run_id(), actor="container b")[0] == KEYS[:1]
     claimed, skipped = here.claim(KEYS[:1], PROJECT, here.new_run_id(), actor="container a")
     assert claimed == [] and skipped == {KEYS[0]: "being pushed by another run"}
+
+
+def test_the_gallerys_snapshot_of_states_says_what_each_blobs_badge_says(ledger):
+    # Every combination the ledger keeps: a review mark, a push under way, failed or done, and both at once.
+    run = ledger.new_run_id()
+    ledger.reject(KEYS[0:2], actor="ana")
+    ledger.note_undecryptable(KEYS[2], reason="tampered", actor="run")
+    ledger.mark_near_duplicates(KEYS[3:5], of=KEYS[9], actor="ana")
+    ledger.claim(KEYS[5:7], PROJECT, run, actor="run")
+    ledger.record_failed(KEYS[6], PROJECT, reason="quota", actor="run", retryable=True, claim=run)
+    ledger.record_pushed(KEYS[7], PROJECT, image_id="img-7", sha256="77", tags=[], actor="run")
+    ledger.record_pushed(KEYS[4], PROJECT, image_id="img-4", sha256="44", tags=[], actor="run")  # marked, then in
+    ledger.record_failed(KEYS[1], PROJECT, reason="quota", actor="run", retryable=True)  # rejected, a push failed
+
+    snapshot = ledger.states(PROJECT)
+    badges = {key: ledger.record(key, PROJECT).state for key in KEYS}
+    assert snapshot == {key: state for key, state in badges.items() if state != "new"}
+    assert [snapshot[key] for key in KEYS[:8]] == [
+        "rejected",
+        "rejected",
+        "undecryptable",
+        "near_duplicate",
+        "pushed",
+        "pushing",
+        "failed",
+        "pushed",
+    ]
+    assert ledger.states(None) == {key: ledger.record(key).state for key in KEYS[:5]}
