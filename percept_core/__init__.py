@@ -1,9 +1,16 @@
-"""Percept Curator's core: review, tag and push encrypted Azure Percept retraining data."""
+"""Percept Curator's core: review, tag and push encrypted Azure Percept retraining data.
+
+`Curator` is composed of its parts: a blob source (`RetrainingDataClient`), a key service and `Locker`, a
+`CustomVisionClient` (the target), a `Ledger`, an actor and a project. `Curator()` or
+`Curator.from_settings(settings)` builds each part from the settings when it is first needed; a part given to
+the constructor is used as it is; `with_actor()` and `with_project()` return Curators sharing the parts. The
+push pipeline depends only on what it uses of them (`protocols`), so fakes can stand in for each.
+"""
 
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient
 from .config import Settings
 from .curator import Curator
-from .customvision import CustomVisionClient, CustomVisionError, ProjectInfo, Region, TagInfo, TagNameError
+from .customvision import CustomVisionClient, ProjectInfo, Region, TagInfo
 from .errors import (
     ActionRefused,
     AuthenticationError,
@@ -12,12 +19,15 @@ from .errors import (
     BlobTooLargeError,
     ConfigError,
     CuratorError,
+    CustomVisionError,
     IntegrityError,
     InvalidMetadataError,
     MissingMetadataError,
     NotAnImageError,
     ServiceError,
     StaleBlobError,
+    TagNameError,
+    TrainingNotPossible,
     UnknownModelVersionError,
 )
 from .ledger import Ledger
@@ -58,6 +68,7 @@ __all__ = [
     "StaleBlobError",
     "TagInfo",
     "TagNameError",
+    "TrainingNotPossible",
     "UnknownModelVersionError",
     "decrypt_bytes",
     "derive_key",

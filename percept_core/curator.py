@@ -6,8 +6,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, is_blob_fault, map_bounded
 from .config import Settings
@@ -26,44 +25,136 @@ from .pipeline import (
     PushReport,
     RegionUpdate,
 )
-from .state import Action, check, state_of_record
+from .state import Action, BlobState, check, state_of_record
+
+T = TypeVar("T")
+
+
+class _Part(Generic[T]):
+    """A part of a Curator, given or built from the settings on first use (once, whichever thread asks first)."""
+
+    def __init__(self, build: Callable[[], T], value: T | None = None) -> None:
+        self._build = build
+        self._value = value
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+        return self._value
 
 
 class Curator:
-    """The core, configured once: `Curator()` loads Settings from the usual sources.
+    """The core, composed of its parts: a blob source, a key service and locker, a Custom Vision client, a ledger,
+    an actor (who decisions are recorded as) and a project (the Custom Vision client's).
 
-    It holds clients and the key cache, never decrypted images: sharing one Curator between users
-    shares connections and keys, not plaintext.
+    `Curator()` loads Settings from the usual sources (keyword arguments override them); `Curator(settings)` is
+    `Curator.from_settings(settings)`. A part left out is built from the settings on first use; a part given
+    (the Function's blob source, a test's) is used as it is. `with_actor` and `with_project` return Curators
+    sharing the parts. It holds clients and the key cache, never decrypted images: sharing one Curator between
+    users shares connections and keys, not plaintext.
     """
 
-    def __init__(self, settings: Settings | None = None, *, actor: str | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        actor: str | None = None,
+        data: RetrainingDataClient | None = None,
+        key_service: KeyServiceClient | None = None,
+        locker: Locker | None = None,
+        customvision: CustomVisionClient | None = None,
+        ledger: Ledger | None = None,
+        **overrides: Any,
+    ) -> None:
         self.settings = settings if settings is not None else Settings.load(**overrides)
         self.actor = actor or default_actor()
-        self._lock = threading.Lock()
+        settings = self.settings
+        self._data = _Part(lambda: RetrainingDataClient.from_settings(settings), data)
+        self._key_service = _Part(lambda: _key_service(settings), key_service)
+        self._locker = _Part(lambda: Locker(self._key_service.get()), locker)
+        self._customvision = _Part(lambda: CustomVisionClient.from_settings(settings), customvision)
+        self._ledger = _Part(lambda: Ledger(settings.ledger_path or DEFAULT_LEDGER_PATH), ledger)
+        self._pipeline = self._new_pipeline()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, actor: str | None = None) -> Curator:
+        """A Curator whose parts are built from `settings` as each is first needed."""
+        return cls(settings, actor=actor)
 
     def __repr__(self) -> str:
         return f"Curator({self.settings!r})"
 
-    # -- clients, built on first use --------------------------------------------------------------
-
-    @cached_property
-    def data(self) -> RetrainingDataClient:
-        return RetrainingDataClient.from_settings(self.settings)
-
-    @cached_property
-    def key_service(self) -> KeyServiceClient:
-        s = self.settings
-        s.require("mm_server_url")
-        return KeyServiceClient(
-            s.mm_server_url,
-            credential=None if s.mm_bootstrap_secret else s.credential(),
-            bootstrap_secret=s.mm_bootstrap_secret,
-            key_vault_url=s.mm_key_vault_url,
+    def _new_pipeline(self) -> _Part[PushPipeline]:
+        return _Part(
+            lambda: PushPipeline(
+                self.data, self.locker, self.customvision, self.ledger, tier=self.settings.custom_vision_tier
+            )
         )
 
-    @cached_property
+    def _sharing(self, *, actor: str, settings: Settings) -> Curator:
+        """A new Curator on this one's parts (each built once, by whichever Curator needs it first)."""
+        other = Curator.__new__(Curator)
+        other.settings = settings
+        other.actor = actor
+        other._data = self._data
+        other._key_service = self._key_service
+        other._locker = self._locker
+        other._customvision = self._customvision
+        other._ledger = self._ledger
+        other._pipeline = self._pipeline
+        return other
+
+    def with_actor(self, actor: str) -> Curator:
+        """The same parts, recording decisions as `actor`: one shared app, many reviewers."""
+        return self._sharing(actor=actor, settings=self.settings)
+
+    def with_project(self, project_id: str) -> Curator:
+        """The same storage, key cache and ledger, and another project of the same Custom Vision resource and key.
+
+        Tags, pushes and the ledger's push state then follow that project (an app's project picker); the Custom
+        Vision client shares this one's pacing, as the quota is per key.
+        """
+        if project_id == self.settings.custom_vision_project_id:
+            return self
+        other = self._sharing(
+            actor=self.actor, settings=dataclasses.replace(self.settings, custom_vision_project_id=project_id)
+        )
+        if self.settings.custom_vision_project_id:
+            base = self._customvision
+            other._customvision = _Part(lambda: base.get().for_project(project_id))
+        else:  # no client to share yet: none can be built without a project
+            other._customvision = _Part(lambda: CustomVisionClient.from_settings(other.settings))
+        other._pipeline = other._new_pipeline()
+        return other
+
+    # -- parts ----------------------------------------------------------------------------------------
+
+    @property
+    def data(self) -> RetrainingDataClient:
+        return self._data.get()
+
+    @property
+    def key_service(self) -> KeyServiceClient:
+        return self._key_service.get()
+
+    @property
     def locker(self) -> Locker:
-        return Locker(self.key_service)
+        return self._locker.get()
+
+    @property
+    def customvision(self) -> CustomVisionClient:
+        return self._customvision.get()
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger.get()
+
+    @property
+    def pipeline(self) -> PushPipeline:
+        return self._pipeline.get()
 
     # -- blobs --------------------------------------------------------------------------------------
 
@@ -92,9 +183,7 @@ class Curator:
 
     def state_of(self, blob: RetrainingBlob, record: BlobRecord | None = None) -> str:
         """new, pushed, failed, pushing, rejected, near_duplicate or cannot decrypt (known without decrypting)."""
-        if record is not None and record.state != "new":
-            return "cannot decrypt" if record.state == "undecryptable" else record.state
-        return "cannot decrypt" if not blob.has_model else "new"
+        return _state(blob, state_of_record(record)).label
 
     def _state_predicate(self, states: Sequence[str]) -> Callable[[RetrainingBlob], bool] | None:
         if not states:
@@ -104,10 +193,7 @@ class Curator:
         known = self.ledger.states(project_id)  # one snapshot: key -> state, for keys not "new"
 
         def matches(blob: RetrainingBlob) -> bool:
-            state = known.get(blob.key, "new")
-            if state == "undecryptable" or (state == "new" and not blob.has_model):
-                state = "cannot decrypt"
-            return state in wanted
+            return _state(blob, BlobState.of(known.get(blob.key, BlobState.NEW))).label in wanted
 
         return matches
 
@@ -171,20 +257,6 @@ class Curator:
         return results
 
     # -- Custom Vision and the ledger -----------------------------------------------------------------
-
-    @cached_property
-    def customvision(self) -> CustomVisionClient:
-        return CustomVisionClient.from_settings(self.settings)
-
-    @cached_property
-    def ledger(self) -> Ledger:
-        return Ledger(self.settings.ledger_path or DEFAULT_LEDGER_PATH)
-
-    @cached_property
-    def pipeline(self) -> PushPipeline:
-        return PushPipeline(
-            self.data, self.locker, self.customvision, self.ledger, tier=self.settings.custom_vision_tier
-        )
 
     def project(self) -> ProjectInfo:
         return self.customvision.project()
@@ -297,63 +369,20 @@ class Curator:
     def _who(self, actor: str | None) -> str:
         return actor or self.actor
 
-    def acting_as(self, actor: str) -> Curator:
-        """The same clients, key cache and ledger, recording decisions as `actor`: one shared app, many reviewers."""
-        return _ActingCurator(self, actor)
 
-    def for_project(self, project_id: str) -> Curator:
-        """The same storage, key cache and ledger, and another project of the same Custom Vision resource and key.
-
-        Tags, pushes and the ledger's push state then follow that project (an app's project picker).
-        """
-        if project_id == self.settings.custom_vision_project_id:
-            return self
-        return _ProjectCurator(self, project_id)
+def _state(blob: RetrainingBlob, recorded: BlobState) -> BlobState:
+    """A blob's state: the ledger's, or undecryptable for a new blob that names no model (known without trying)."""
+    return BlobState.UNDECRYPTABLE if recorded is BlobState.NEW and not blob.has_model else recorded
 
 
-class _ProjectCurator(Curator):
-    """A Curator for another Custom Vision project that shares another's storage client, keys and ledger."""
-
-    def __init__(self, base: Curator, project_id: str) -> None:
-        self._base = base
-        self.settings = dataclasses.replace(base.settings, custom_vision_project_id=project_id)
-        self.actor = base.actor
-        self._lock = threading.Lock()
-
-    data = property(lambda self: self._base.data)
-    key_service = property(lambda self: self._base.key_service)
-    locker = property(lambda self: self._base.locker)
-    ledger = property(lambda self: self._base.ledger)
-
-    @cached_property
-    def customvision(self) -> CustomVisionClient:
-        if not self._base.settings.custom_vision_project_id:
-            return CustomVisionClient.from_settings(self.settings)
-        # The base's client for another project: pacing stays shared, as the quota is per key.
-        return self._base.customvision.for_project(self.settings.custom_vision_project_id)
-
-    def for_project(self, project_id: str) -> Curator:
-        return self if project_id == self.settings.custom_vision_project_id else self._base.for_project(project_id)
-
-
-class _ActingCurator(Curator):
-    """A Curator that shares another's clients (built once, on the shared one) under another actor's name."""
-
-    def __init__(self, base: Curator, actor: str) -> None:
-        self._base = base
-        self.settings = base.settings
-        self.actor = actor
-        self._lock = base._lock
-
-    data = property(lambda self: self._base.data)
-    key_service = property(lambda self: self._base.key_service)
-    locker = property(lambda self: self._base.locker)
-    customvision = property(lambda self: self._base.customvision)
-    ledger = property(lambda self: self._base.ledger)
-    pipeline = property(lambda self: self._base.pipeline)
-
-    def acting_as(self, actor: str) -> Curator:
-        return _ActingCurator(self._base, actor)
+def _key_service(settings: Settings) -> KeyServiceClient:
+    settings.require("mm_server_url")
+    return KeyServiceClient(
+        settings.mm_server_url,
+        credential=None if settings.mm_bootstrap_secret else settings.credential(),
+        bootstrap_secret=settings.mm_bootstrap_secret,
+        key_vault_url=settings.mm_key_vault_url,
+    )
 
 
 @dataclass(frozen=True)

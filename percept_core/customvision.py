@@ -34,7 +34,13 @@ from msrest.exceptions import ClientRequestError
 from msrest.pipeline import SansIOHTTPPolicy
 
 from .config import Settings
-from .errors import AuthenticationError, CuratorError, ServiceError
+from .errors import (
+    AuthenticationError,
+    CustomVisionError,
+    TagNameError,
+    TrainingNotPossible,
+    WaitBudgetExceeded,
+)
 
 T = TypeVar("T")
 
@@ -61,39 +67,6 @@ _BATCH_WIDE_400 = {"BadRequestImageMetadataKey", "BadRequestImageMetadataValue"}
 NO_VALID_IMAGES = "No valid image files"
 
 
-class CustomVisionError(ServiceError):
-    """Custom Vision answered with an error; `code` is the service's CustomVisionErrorCodes value."""
-
-    reason = "Custom Vision error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        status: int | None = None,
-        hint: str | None = None,
-        retryable: bool = False,
-    ) -> None:
-        super().__init__(message, hint=hint, status=status)
-        self.code = code
-        self.retryable = retryable
-
-
-class TagNameError(CuratorError):
-    reason = "invalid tag name"
-
-
-class TrainingNotPossible(CustomVisionError):
-    reason = "cannot train"
-
-
-class WaitBudgetExceeded(CustomVisionError):
-    """This thread's calls waited (backoff, Retry-After, quota) as long as their budget allows: try later."""
-
-    reason = "Custom Vision kept it waiting"
-
-
 class _WaitTooLong(Exception):
     """Raised by RateLimiter.acquire when the wait would pass `max_wait`."""
 
@@ -107,7 +80,7 @@ class PushStatus(StrEnum):
 
 # ImageCreateStatus -> (our status, what to tell the reviewer)
 _IMAGE_STATUS: dict[str, tuple[PushStatus, str]] = {
-    "OK": (PushStatus.PUSHED, "pushed"),
+    "OK": (PushStatus.PUSHED, PushStatus.PUSHED.value),
     "OKDuplicate": (PushStatus.DUPLICATE, "the same image is already in the project"),
     "ErrorImageFormat": (PushStatus.REJECTED, "Custom Vision cannot read the image format"),
     "ErrorImageSize": (PushStatus.REJECTED, "the image is over Custom Vision's 6 MB limit"),
@@ -353,6 +326,15 @@ class _WaitBudget:
         return max(0.0, self.seconds - self.spent)
 
 
+def _over_budget(budget: _WaitBudget | None) -> WaitBudgetExceeded:
+    seconds = budget.seconds if budget is not None else 0.0
+    return WaitBudgetExceeded(
+        f"Custom Vision kept this call waiting (retries and quota) past its {seconds:.0f} s budget.",
+        hint="The service is throttling or failing; the next run tries again.",
+        retryable=True,
+    )
+
+
 @dataclass(frozen=True)
 class Labelled:
     """What labelling an image already in the project did: tags and boxes added, or there already."""
@@ -399,8 +381,57 @@ class _PacedTrainingKey(SansIOHTTPPolicy):
         self._take_token()
 
 
+class CustomVisionConnection:
+    """One Custom Vision resource and training key, shared by the clients of its projects: the pacing (the quota is
+    per key), the call counts, each thread's SDK client and the wait budget of the call that thread is making."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        training_key: str,
+        *,
+        rate_per_second: float | None = 10.0,
+        train_rate_per_second: float | None = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.training_key = training_key
+        # Pace a little under the quota: clocks differ, and a 429 costs a whole Retry-After.
+        self.limiter = RateLimiter(rate_per_second * 0.96 if rate_per_second else None, sleep=sleep)
+        self.train_limiter = RateLimiter(train_rate_per_second, sleep=sleep)
+        self.stats = CallStats()
+        self.local = threading.local()  # per thread: the SDK client, and the limiter and budget of its call
+        self.domains: dict[str, Any] | None = None
+
+    def trainer(self, timeout_seconds: float) -> CustomVisionTrainingClient:
+        """This thread's SDK client (the SDK's session is not thread-safe), its timeout the calling client's."""
+        trainer = getattr(self.local, "trainer", None)
+        if trainer is None:
+            trainer = CustomVisionTrainingClient(self.endpoint, _PacedTrainingKey(self.training_key, self.take_token))
+            trainer.config.retry_policy.retries = 0  # one retry policy: ours, for every verb
+            self.local.trainer = trainer
+        trainer.config.connection.timeout = timeout_seconds
+        return trainer
+
+    def take_token(self) -> None:
+        """Wait for the quota of the call this thread is making (see _PacedTrainingKey), within its budget."""
+        limiter = getattr(self.local, "limiter", None) or self.limiter
+        budget: _WaitBudget | None = getattr(self.local, "budget", None)
+        try:
+            waited = limiter.acquire(max_wait=budget.remaining if budget is not None else None)
+        except _WaitTooLong:
+            raise _over_budget(budget) from None
+        if budget is not None:
+            budget.spent += waited
+        self.stats.add(calls=1, seconds_waiting_for_quota=waited)
+
+
 class CustomVisionClient:
-    """A Custom Vision Training project, reached with a training key."""
+    """A Custom Vision Training project, reached with a training key.
+
+    `connection` shares another client's pacing, counts and SDK clients (see `for_project`); without it the
+    client has a connection of its own, paced at `rate_per_second`.
+    """
 
     def __init__(
         self,
@@ -415,20 +446,22 @@ class CustomVisionClient:
         max_backoff_seconds: float = 20.0,
         timeout_seconds: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
+        connection: CustomVisionConnection | None = None,
     ) -> None:
-        self.endpoint = endpoint.rstrip("/")
+        self.connection = connection or CustomVisionConnection(
+            endpoint,
+            training_key,
+            rate_per_second=rate_per_second,
+            train_rate_per_second=train_rate_per_second,
+            sleep=sleep,
+        )
+        self.endpoint = self.connection.endpoint
         self.project_id = project_id
-        self._training_key = training_key
-        # Pace a little under the quota: clocks differ, and a 429 costs a whole Retry-After.
-        self.limiter = RateLimiter(rate_per_second * 0.96 if rate_per_second else None, sleep=sleep)
-        self.train_limiter = RateLimiter(train_rate_per_second, sleep=sleep)
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.timeout_seconds = timeout_seconds
-        self.stats = CallStats()
         self._sleep = sleep
-        self._local = threading.local()
         self._project: ProjectInfo | None = None
         self._tags: list[TagInfo] | None = None
         self._index: ProjectIndex | None = None
@@ -447,40 +480,37 @@ class CustomVisionClient:
         return cls(settings.custom_vision_endpoint, settings.custom_vision_training_key, project_id, **kwargs)
 
     def for_project(self, project_id: str) -> CustomVisionClient:
-        """The same resource and key, another project; pacing stays shared (the quota is per key)."""
-        other = CustomVisionClient.__new__(CustomVisionClient)
-        other.__dict__.update(self.__dict__)
-        other.project_id = project_id
-        other._local = threading.local()
-        other._project = None
-        other._tags = None
-        other._index = None
-        other._index_lock = threading.Lock()
-        return other
+        """The same resource and key, another project: the connection (pacing, counts, SDK clients) is shared, as
+        the quota is per key; the retry settings are this client's; the project's caches start empty."""
+        return CustomVisionClient(
+            self.endpoint,
+            self.connection.training_key,
+            project_id,
+            max_attempts=self.max_attempts,
+            backoff_seconds=self.backoff_seconds,
+            max_backoff_seconds=self.max_backoff_seconds,
+            timeout_seconds=self.timeout_seconds,
+            sleep=self._sleep,
+            connection=self.connection,
+        )
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self.connection.limiter
+
+    @property
+    def train_limiter(self) -> RateLimiter:
+        return self.connection.train_limiter
+
+    @property
+    def stats(self) -> CallStats:
+        return self.connection.stats
 
     # -- plumbing ----------------------------------------------------------------------------------
 
     @property
     def _trainer(self) -> CustomVisionTrainingClient:
-        trainer = getattr(self._local, "trainer", None)
-        if trainer is None:
-            trainer = CustomVisionTrainingClient(self.endpoint, _PacedTrainingKey(self._training_key, self._take_token))
-            trainer.config.retry_policy.retries = 0  # one retry policy: ours, for every verb
-            trainer.config.connection.timeout = self.timeout_seconds
-            self._local.trainer = trainer
-        return trainer
-
-    def _take_token(self) -> None:
-        """Wait for the quota of the call this thread is making (see _PacedTrainingKey), within its budget."""
-        limiter = getattr(self._local, "limiter", None) or self.limiter
-        budget: _WaitBudget | None = getattr(self._local, "budget", None)
-        try:
-            waited = limiter.acquire(max_wait=budget.remaining if budget is not None else None)
-        except _WaitTooLong:
-            raise self._over_budget(budget) from None
-        if budget is not None:
-            budget.spent += waited
-        self.stats.add(calls=1, seconds_waiting_for_quota=waited)
+        return self.connection.trainer(self.timeout_seconds)
 
     @contextmanager
     def wait_budget(self, seconds: float | None) -> Iterator[None]:
@@ -489,25 +519,18 @@ class CustomVisionClient:
         The push pipeline gives each item a budget under its claim's lease: an item stuck behind 429s gives up
         (retryable) rather than wait for hours; the time a request itself takes is the timeout's business.
         """
-        previous = getattr(self._local, "budget", None)
-        self._local.budget = None if seconds is None else _WaitBudget(seconds)
+        local = self.connection.local
+        previous = getattr(local, "budget", None)
+        local.budget = None if seconds is None else _WaitBudget(seconds)
         try:
             yield
         finally:
-            self._local.budget = previous
-
-    def _over_budget(self, budget: _WaitBudget | None) -> WaitBudgetExceeded:
-        seconds = budget.seconds if budget is not None else 0.0
-        return WaitBudgetExceeded(
-            f"Custom Vision kept this call waiting (retries and quota) past its {seconds:.0f} s budget.",
-            hint="The service is throttling or failing; the next run tries again.",
-            retryable=True,
-        )
+            local.budget = previous
 
     def _call(self, operation: str, function: Callable[..., T], *args: Any, train: bool = False, **kwargs: Any) -> T:
         attempt = 0
         throttled = 0
-        self._local.limiter = self.train_limiter if train else self.limiter
+        self.connection.local.limiter = self.train_limiter if train else self.limiter
         while True:
             attempt += 1
             try:
@@ -549,10 +572,10 @@ class CustomVisionClient:
         self.stats.add(retried=1)
         delay = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
         delay *= random.uniform(0.5, 1.0)  # full jitter keeps parallel workers apart
-        budget: _WaitBudget | None = getattr(self._local, "budget", None)
+        budget: _WaitBudget | None = getattr(self.connection.local, "budget", None)
         if budget is not None:
             if delay > budget.remaining:
-                raise self._over_budget(budget)
+                raise _over_budget(budget)
             budget.spent += delay
         self._sleep(delay)
 
@@ -610,11 +633,9 @@ class CustomVisionClient:
         )
 
     def _domains(self) -> dict[str, Any]:
-        cached = getattr(self, "_domain_cache", None)
-        if cached is None:
-            cached = {d.id: d for d in self._call("get domains", self._trainer.get_domains)}
-            self._domain_cache = cached
-        return cached
+        if self.connection.domains is None:
+            self.connection.domains = {d.id: d for d in self._call("get domains", self._trainer.get_domains)}
+        return self.connection.domains
 
     def tags(self, *, refresh: bool = False) -> list[TagInfo]:
         if self._tags is None or refresh:
@@ -1098,6 +1119,7 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_IMAGES_PER_BATCH",
     "CustomVisionClient",
+    "CustomVisionConnection",
     "CustomVisionError",
     "IterationInfo",
     "Labelled",

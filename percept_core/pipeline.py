@@ -21,13 +21,12 @@ from enum import StrEnum
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from .blobs import BlobFilter, RetrainingBlob, RetrainingDataClient, map_bounded
+from .blobs import BlobFilter, RetrainingBlob, map_bounded
 from .customvision import (
     MAX_BATCH_BYTES,
     MAX_IMAGES_PER_BATCH,
     MAX_METADATA_VALUE,
     MAX_REGIONS_PER_IMAGE,
-    CustomVisionClient,
     CustomVisionError,
     ProjectIndex,
     PushStatus,
@@ -37,8 +36,9 @@ from .customvision import (
 )
 from .errors import AuthenticationError, BlobError, CuratorError, StaleBlobError
 from .images import ImageLimitError, PreparedImage, prepare_for_upload
-from .ledger import BlobKey, Ledger, Review
-from .locker import Locker
+from .ledger import BlobKey, PushState
+from .protocols import BlobSource, Decryptor, PushLedger, PushTarget
+from .state import BlobState, state_of_record
 
 # What a reviewer reads for a blob that changed (or went away) after it was listed: not its fault.
 STALE_REASON = "changed since listed, refresh"
@@ -47,6 +47,8 @@ RECONCILED = "reconciled from the project"
 SAME_IMAGE = "the same image is already in the project"
 
 PROJECT_IMAGE_QUOTA = {"F0": 5_000, "S0": 100_000}
+# States push-all leaves out without a word: in the project, or kept out of it by a reviewer.
+_SETTLED = (BlobState.PUSHED, BlobState.REJECTED, BlobState.NEAR_DUPLICATE)
 
 
 class Provenance(StrEnum):
@@ -236,7 +238,10 @@ def _fit_value(value: str) -> str:
 
 
 class PushPipeline:
-    """Push blobs to one Custom Vision project, recording everything in the ledger."""
+    """Push blobs to one Custom Vision project, recording everything in the ledger.
+
+    It depends on what it uses of its parts (see `protocols`): a blob source, a decryptor, a target and a ledger.
+    """
 
     # Before the first upload of a run, rebuild what the ledger lacks from the project's own provenance when
     # the project holds more images than the ledger knows (a new or lost ledger): listings instead of uploads.
@@ -244,10 +249,10 @@ class PushPipeline:
 
     def __init__(
         self,
-        data: RetrainingDataClient,
-        locker: Locker,
-        customvision: CustomVisionClient,
-        ledger: Ledger,
+        data: BlobSource,
+        locker: Decryptor,
+        customvision: PushTarget,
+        ledger: PushLedger,
         *,
         max_concurrency: int = 8,
         max_uploads_in_flight: int = 4,
@@ -334,7 +339,7 @@ class PushPipeline:
             records = self.ledger.records([b.key for b in chunk], self.project_id)
             for blob in chunk:
                 record = records.get(blob.key)
-                if record is None or record.state not in ("pushed", Review.REJECTED, Review.NEAR_DUPLICATE):
+                if state_of_record(record) not in _SETTLED:
                     yield blob
 
     # -- dry run ---------------------------------------------------------------------------------------
@@ -372,16 +377,16 @@ class PushPipeline:
             records = self.ledger.records([b.key for b in chunk], self.project_id)
             for blob in chunk:
                 record = records.get(blob.key)
-                state = record.state if record else "new"
-                if state == "pushed":
+                state = state_of_record(record)
+                if state == BlobState.PUSHED:
                     report.already_pushed += 1
-                elif state == Review.REJECTED:
+                elif state == BlobState.REJECTED:
                     report.rejected += 1
-                elif state == Review.NEAR_DUPLICATE:
+                elif state == BlobState.NEAR_DUPLICATE:
                     report.near_duplicates += 1
                 elif blob.key in being_pushed:
                     report.in_progress += 1  # another live run holds it: not ours to count as eligible
-                elif record is not None and record.sha256 and state != Review.UNDECRYPTABLE:
+                elif record is not None and record.sha256 and state != BlobState.UNDECRYPTABLE:
                     tally_eligible(blob, record.sha256)
                 else:
                     to_hash.append(blob)
@@ -423,7 +428,12 @@ class PushPipeline:
     # -- review helpers that need the project ------------------------------------------------------------
 
     def set_regions(
-        self, blob: RetrainingBlob, regions: Sequence[Region], *, actor: str, provenance: Provenance | str = "image"
+        self,
+        blob: RetrainingBlob,
+        regions: Sequence[Region],
+        *,
+        actor: str,
+        provenance: Provenance | str = Provenance.IMAGE,
     ) -> RegionUpdate:
         """Make the image's boxes exactly `regions`: upload it with them, or change the boxes of the pushed image."""
         if len(regions) > MAX_REGIONS_PER_IMAGE:
@@ -434,7 +444,7 @@ class PushPipeline:
             except ValueError as exc:
                 raise CuratorError(f"A box on {blob.name!r} is not valid: {exc}.") from None
         record = self.ledger.record(blob.key, self.project_id)
-        if record.push_state != "pushed" or not record.image_id:
+        if record.push_state != PushState.PUSHED or not record.image_id:
             report = self.push([blob], regions={blob.name: list(regions)}, actor=actor, provenance=provenance)
             outcome = report.outcomes[0]
             return RegionUpdate(outcome.image_id, len(regions) if outcome.image_id else 0, 0, 0, outcome)
@@ -473,7 +483,7 @@ class PushPipeline:
         pushed = [
             (b, records[b.key])
             for b in blobs
-            if b.key in records and records[b.key].image_id and records[b.key].push_state == "pushed"
+            if b.key in records and records[b.key].image_id and records[b.key].push_state == PushState.PUSHED
         ]
         outcomes = [
             ItemOutcome(b.name, b.etag, Outcome.SKIPPED, "not pushed yet: push it instead")
@@ -519,7 +529,7 @@ class _Heartbeat:
     """Renews a run's live claims every lease/3 from a daemon thread of its own, whatever the run waits on
     (a throttled or slow upload), so no other run takes over an item this run is still working on."""
 
-    def __init__(self, ledger: Ledger, project_id: str, run_id: str, keys: Callable[[], list[BlobKey]]) -> None:
+    def __init__(self, ledger: PushLedger, project_id: str, run_id: str, keys: Callable[[], list[BlobKey]]) -> None:
         self.ledger = ledger
         self.project_id = project_id
         self.run_id = run_id

@@ -24,7 +24,6 @@ import os
 import tempfile
 import threading
 from datetime import datetime
-from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
 
@@ -40,7 +39,7 @@ from percept_core import (
     Settings,
 )
 from percept_core.customvision import CustomVisionClient
-from percept_core.pipeline import ItemOutcome, PushPipeline
+from percept_core.pipeline import ItemOutcome
 
 #: The app setting (a connection string) or setting prefix (`MMStorage__blobServiceUri`, ...) of the trigger.
 CONNECTION = "MMStorage"
@@ -60,14 +59,6 @@ class TransientPushError(RuntimeError):
     """The blob did not reach Custom Vision this time: raised so that the host retries it later."""
 
 
-class FunctionCurator(Curator):
-    """A Curator whose Custom Vision retries fit in one invocation."""
-
-    @cached_property
-    def customvision(self) -> CustomVisionClient:
-        return CustomVisionClient.from_settings(self.settings, **CUSTOM_VISION_RETRIES)
-
-
 _curator: Curator | None = None
 _curator_lock = threading.Lock()
 
@@ -79,14 +70,16 @@ def default_ledger_path() -> str:
 
 
 def get_curator() -> Curator:
-    """The worker's Curator, built on first use and kept for every later invocation."""
+    """The worker's Curator, built on first use and kept for every later invocation: its Custom Vision client's
+    retries fit in one invocation; its other parts are built from the settings as they are first needed."""
     global _curator
     with _curator_lock:
         if _curator is None:
             settings = Settings.load()
             if not settings.ledger_path:
                 settings = dataclasses.replace(settings, ledger_path=default_ledger_path())
-            curator = FunctionCurator(settings, actor=ACTOR)
+            customvision = CustomVisionClient.from_settings(settings, **CUSTOM_VISION_RETRIES)
+            curator = Curator(settings, actor=ACTOR, customvision=customvision)
             curator.customvision.project()  # a wrong key or project id fails here, loudly, and is retried
             _curator = curator
     return _curator
@@ -111,17 +104,17 @@ def push_new_blob(stream: func.InputStream) -> ItemOutcome | None:
     except BlobError as error:
         logger.warning("Not pushed, and not retried: %s: %s", where, error)
         return None
-    data = _TriggeredBlobData(curator.data, blob, stream)
-    pipeline = PushPipeline(
-        data,
-        curator.locker,
-        curator.customvision,
-        curator.ledger,
-        tier=curator.settings.custom_vision_tier,
-        max_concurrency=1,
-        max_uploads_in_flight=1,
+    # The worker's parts, with the trigger's blob source: the bytes come from the host's stream.
+    invocation = Curator(
+        curator.settings,
+        actor=ACTOR,
+        data=_TriggeredBlobData(curator.data, blob, stream),
+        key_service=curator.key_service,
+        locker=curator.locker,
+        customvision=curator.customvision,
+        ledger=curator.ledger,
     )
-    report = pipeline.push([blob], actor=ACTOR, provenance=Provenance.IMAGE, total=1)
+    report = invocation.push([blob], provenance=Provenance.IMAGE)
     (outcome,) = report.outcomes
     version = outcome.model_version
     if outcome.outcome == Outcome.PUSHED:
