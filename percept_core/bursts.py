@@ -1,27 +1,38 @@
-"""Near-duplicate bursts among a page of frames: perceptual hashes, grouping, and marking the rest. No UI.
+"""The burst index: near-duplicate frames found by their perceptual hashes, and marking the rest. No UI.
 
 A device that sees something linger uploads a burst of nearly identical frames. Frames of one model
 version captured within `window_seconds` of one another whose perceptual hashes are at most
 `max_distance` bits apart form a burst; its least confident frame stands for it (what the model was
-least sure of), as in `frames.mark_bursts`. Hashes need the plaintext: `page_hashes` decrypts in memory
-only what the ledger has no hash for, and makes the thumbnail from the same plaintext, so a gallery that
-shows the page afterwards decrypts nothing more. Only the hashes are kept (in the ledger).
+least sure of). The app groups a page with `find_bursts`; the notebooks' table (`frames.mark_bursts`)
+is a view of the same bursts. Hashes need the plaintext: `hash_blobs` decrypts in memory only what the
+ledger has no hash for, and can make the thumbnail from the same plaintext, so a gallery that shows the
+page afterwards decrypts nothing more. Only the hashes are kept (in the ledger).
 
     hashes = page_hashes(curator, page.blobs, cache=preview_cache)
     bursts = find_bursts(page.blobs, hashes, max_distance=curator.settings.near_duplicate_distance)
+    mark_near_duplicates(curator, [(other, burst.representative) for burst in bursts for other in burst.others])
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .blobs import RetrainingBlob, is_blob_fault, map_bounded
-from .errors import CuratorError
-from .images import THUMBNAIL_SIZE, PreviewCache, near_duplicate_groups, perceptual_hash, sha256_hex, thumbnail
-from .ledger import BlobKey, Review
+from .errors import BlobError, CuratorError
+from .images import (
+    THUMBNAIL_SIZE,
+    PreviewCache,
+    inspect_image,
+    near_duplicate_groups,
+    perceptual_hash,
+    sha256_hex,
+    thumbnail,
+)
+from .ledger import BlobKey
+from .state import Action, Review, refusal
 
 if TYPE_CHECKING:
     from .curator import Curator
@@ -44,6 +55,85 @@ class Burst:
         return 1 + len(self.others)
 
 
+@dataclass
+class ContentHashes:
+    """What hashing blobs found: each hashed blob's sha256 and perceptual hash, why others could not be
+    hashed, and the first service error (storage, MM) met on the way."""
+
+    sha256: dict[BlobKey, str] = field(default_factory=dict)
+    phash: dict[BlobKey, str] = field(default_factory=dict)
+    problems: dict[BlobKey, str] = field(default_factory=dict)
+    failure: CuratorError | None = None
+
+
+def hash_blobs(
+    curator: Curator,
+    blobs: Iterable[RetrainingBlob],
+    *,
+    retry_undecryptable: bool = False,
+    cache: PreviewCache | None = None,
+    size: tuple[int, int] = THUMBNAIL_SIZE,
+    actor: str | None = None,
+    max_concurrency: int = 8,
+) -> ContentHashes:
+    """The hashes of `blobs`: from the ledger when they were hashed before, otherwise from the plaintext.
+
+    Each blob still to hash is decrypted once, in memory; its hashes go to the ledger, and with a `cache` its
+    thumbnail too (under the key `Curator.previews` reads). A blob the ledger knows cannot be decrypted (or
+    without model metadata) is left alone unless `retry_undecryptable`. One that cannot be decrypted now is
+    noted in the ledger and cached as `previews` would; one that changed or went since it was listed is not
+    (its new version is another key); both get their reason in `problems`.
+    """
+    blobs = list(dict.fromkeys(blobs))
+    records = curator.ledger.records([b.key for b in blobs])
+    found = ContentHashes()
+    todo: list[RetrainingBlob] = []
+    for blob in blobs:
+        record = records.get(blob.key)
+        undecryptable = not blob.has_model or (record is not None and record.review == Review.UNDECRYPTABLE)
+        if record is not None and record.sha256 and record.phash and not undecryptable:
+            found.sha256[blob.key], found.phash[blob.key] = record.sha256, record.phash
+        elif retry_undecryptable or not undecryptable:
+            todo.append(blob)
+
+    def digest(blob: RetrainingBlob) -> tuple[str, str, bytes | None]:
+        plaintext = curator.decrypt(blob)
+        what = f"Blob {blob.name!r}"
+        try:
+            if cache is None:
+                inspect_image(plaintext, what=what)  # a reason that names the blob, if it is no image
+                small = None
+            else:
+                cached = cache.get((*blob.key, size))
+                small = cached if isinstance(cached, bytes) else thumbnail(plaintext, size=size, what=what)
+            return sha256_hex(plaintext), perceptual_hash(plaintext, what=what), small
+        except CuratorError:
+            raise
+        except Exception as exc:  # a decoder surprise: one broken frame, not a broken run
+            raise CuratorError(f"Could not hash blob {blob.name!r} ({exc.__class__.__name__}).") from exc
+
+    who = actor or curator.actor
+    for blob, result in map_bounded(digest, todo, max_concurrency=max_concurrency):
+        if is_blob_fault(result):
+            found.problems[blob.key] = f"{result.reason}: {result.message}"
+            if cache is not None:
+                cache.put((*blob.key, size), result)
+            curator.ledger.note_undecryptable(blob.key, reason=found.problems[blob.key], actor=who)
+        elif isinstance(result, BlobError):  # stale or gone: not the blob's fault, nothing is noted
+            found.problems[blob.key] = f"{result.reason}: {result.message} Refresh the listing."
+        elif isinstance(result, CuratorError):
+            found.failure = found.failure or result
+        else:
+            sha256, phash, small = result
+            if cache is not None and small is not None:
+                cache.put((*blob.key, size), small)
+            curator.ledger.note_content(
+                blob.key, sha256=sha256, phash=phash, model=(blob.model_name, blob.model_version), actor=who
+            )
+            found.sha256[blob.key], found.phash[blob.key] = sha256, phash
+    return found
+
+
 def page_hashes(
     curator: Curator,
     blobs: Iterable[RetrainingBlob],
@@ -52,50 +142,11 @@ def page_hashes(
     size: tuple[int, int] = THUMBNAIL_SIZE,
     max_concurrency: int = 8,
 ) -> dict[BlobKey, str]:
-    """The perceptual hash of each blob that has one, by blob key.
+    """The perceptual hash of each blob of a gallery's page that has one, by blob key (see `hash_blobs`).
 
-    From the ledger when it was hashed before; otherwise the blob is decrypted once, in memory, for its
-    sha256 and perceptual hash (noted in the ledger) and its thumbnail (put in `cache`, under the key
-    `Curator.previews` reads). A blob that cannot be decrypted is noted and cached as `previews` would;
-    a service error is left for `previews` to report.
+    A service error is left for `Curator.previews` to report on its tile.
     """
-    blobs = list(dict.fromkeys(blobs))
-    records = curator.ledger.records([b.key for b in blobs])
-    hashes = {key: record.phash for key, record in records.items() if record.phash}
-    todo = [
-        b
-        for b in blobs
-        if b.key not in hashes and b.has_model and getattr(records.get(b.key), "review", None) != Review.UNDECRYPTABLE
-    ]
-
-    def digest(blob: RetrainingBlob) -> tuple[str, str, bytes]:
-        plaintext = curator.decrypt(blob)
-        what = f"Blob {blob.name!r}"
-        try:
-            cached = cache.get((*blob.key, size)) if cache is not None else None
-            small = cached if isinstance(cached, bytes) else thumbnail(plaintext, size=size, what=what)
-            return sha256_hex(plaintext), perceptual_hash(plaintext, what=what), small
-        except CuratorError:
-            raise
-        except Exception as exc:  # a decoder surprise: one broken tile, not a broken page
-            raise CuratorError(f"Could not hash blob {blob.name!r} ({exc.__class__.__name__}).") from exc
-
-    for blob, result in map_bounded(digest, todo, max_concurrency=max_concurrency):
-        if isinstance(result, CuratorError):
-            if is_blob_fault(result):  # the blob's own fault (a stale listing is not: its new version is another key)
-                if cache is not None:
-                    cache.put((*blob.key, size), result)
-                reason = f"{result.reason}: {result.message}"
-                curator.ledger.note_undecryptable(blob.key, reason=reason, actor=curator.actor)
-            continue
-        sha256, phash, small = result
-        if cache is not None:
-            cache.put((*blob.key, size), small)
-        curator.ledger.note_content(
-            blob.key, sha256=sha256, phash=phash, model=(blob.model_name, blob.model_version), actor=curator.actor
-        )
-        hashes[blob.key] = phash
-    return hashes
+    return hash_blobs(curator, blobs, cache=cache, size=size, max_concurrency=max_concurrency).phash
 
 
 def find_bursts(
@@ -145,4 +196,58 @@ def collapse(blobs: Sequence[RetrainingBlob], bursts: Iterable[Burst]) -> list[R
     return shown
 
 
-__all__ = ["WINDOW_SECONDS", "Burst", "collapse", "find_bursts", "page_hashes"]
+@dataclass(frozen=True)
+class NearDuplicateMark:
+    """One frame of a burst and the frame that stands for it: marked, or why not (`refused`)."""
+
+    blob: RetrainingBlob
+    representative: RetrainingBlob
+    refused: str | None = None
+
+    @property
+    def marked(self) -> bool:
+        return self.refused is None
+
+
+def mark_near_duplicates(
+    curator: Curator,
+    pairs: Iterable[tuple[RetrainingBlob, RetrainingBlob]],
+    *,
+    actor: str | None = None,
+) -> list[NearDuplicateMark]:
+    """Mark each (frame, the frame that stands for its burst) pair's frame a near-duplicate in the ledger.
+
+    The one rule for these marks is `state.refusal(Action.MARK_NEAR_DUPLICATE, ...)`, on each frame's state as
+    the ledger has it now (not as a table or a page showed it): a frame pushed, rejected or decided otherwise
+    since keeps its state and comes back with the reason. Push-all-untagged leaves the marked frames out;
+    `Curator.restore` undoes a mark. Marks come back in the order of `pairs`.
+    """
+    pairs = list(dict.fromkeys(pairs))
+    frames = [blob for blob, _ in pairs]
+    records = curator.ledger.records([b.key for b in frames], curator.settings.custom_vision_project_id or None)
+    marks = [
+        NearDuplicateMark(
+            blob, representative, refusal(Action.MARK_NEAR_DUPLICATE, curator.state_of(blob, records.get(blob.key)))
+        )
+        for blob, representative in pairs
+    ]
+    by_representative: dict[BlobKey, list[BlobKey]] = {}
+    for mark in marks:
+        if mark.marked:
+            by_representative.setdefault(mark.representative.key, []).append(mark.blob.key)
+    for representative, keys in by_representative.items():
+        curator.ledger.mark_near_duplicates(keys, of=representative, actor=actor or curator.actor)
+    return marks
+
+
+__all__ = [
+    "WINDOW_SECONDS",
+    "Burst",
+    "ContentHashes",
+    "NearDuplicateMark",
+    "collapse",
+    "find_bursts",
+    "hash_blobs",
+    "mark_near_duplicates",
+    "page_hashes",
+]

@@ -2,7 +2,7 @@
 
 A notebook pages and decides the same way the app does:
 
-    pager = Pager(ReviewQuery(BlobFilter(model_names=("people-counter",)), states=("new",)))
+    pager = Pager(ReviewQuery(BlobFilter(model_names=("people-counter",)), states=(BlobState.NEW,)))
     page = pager.page(curator)          # lists one page, once
     thumbs = curator.previews(page.blobs, cache=PreviewCache())
     outcomes = reject(curator, page.blobs[:3])
@@ -10,18 +10,18 @@ A notebook pages and decides the same way the app does:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from .blobs import BlobFilter, BlobPage, RetrainingBlob
 from .boxes import Box, save_boxes, to_regions
-from .bursts import Burst
+from .bursts import Burst, mark_near_duplicates
 from .customvision import Region
 from .errors import CuratorError
 from .ledger import BlobKey
-from .pipeline import PushProgress, PushReport
+from .pipeline import Outcome, PushProgress, PushReport
 from .state import Action, BlobState, refusal, state_of_record
 
 if TYPE_CHECKING:
@@ -113,18 +113,29 @@ class Pager:
         self._pages.clear()
 
 
+class Decision(StrEnum):
+    """What a review decision (a reject, a restore, boxes, a near-duplicate mark) did to one blob."""
+
+    REJECTED = BlobState.REJECTED.value  # now rejected (or it was already)
+    RESTORED = "restored"  # new again
+    SKIPPED = "skipped"  # the rules refused it, or its boxes could not be used: it stays to be dealt with
+    UNCHANGED = "unchanged"  # a burst's frame that the rules keep as it is
+    NEAR_DUPLICATE = "near-duplicate"  # marked a near-duplicate of its burst's representative
+    BOXES_UPDATED = "boxes updated"  # an image in the project got the reviewer's boxes
+
+
 @dataclass(frozen=True)
 class ReviewOutcome:
     """What a reject or a restore did to one blob; `ok` is False for what stays to be dealt with."""
 
     name: str
     etag: str
-    outcome: str  # rejected | restored | skipped
+    outcome: Decision
     reason: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.outcome != "skipped"
+        return self.outcome is not Decision.SKIPPED
 
 
 def reject(
@@ -142,14 +153,14 @@ def reject(
     for blob in blobs:
         state = state_of_record(records.get(blob.key))
         if (why := refusal(Action.REJECT, state)) is not None:
-            outcomes.append(ReviewOutcome(blob.name, blob.etag, "skipped", why))
+            outcomes.append(ReviewOutcome(blob.name, blob.etag, Decision.SKIPPED, why))
         elif state is BlobState.REJECTED:
-            outcomes.append(ReviewOutcome(blob.name, blob.etag, "rejected", "was already rejected"))
+            outcomes.append(ReviewOutcome(blob.name, blob.etag, Decision.REJECTED, "was already rejected"))
         else:
             todo.append(blob)
     done = len(outcomes)
     _in_chunks(todo, chunk_size, len(blobs), done, progress, lambda chunk: curator.reject(chunk, reason=reason))
-    outcomes += [ReviewOutcome(b.name, b.etag, "rejected") for b in todo]
+    outcomes += [ReviewOutcome(b.name, b.etag, Decision.REJECTED) for b in todo]
     return outcomes
 
 
@@ -166,11 +177,11 @@ def restore(
     todo: list[RetrainingBlob] = []
     for blob in blobs:
         if (why := refusal(Action.RESTORE, state_of_record(records.get(blob.key)))) is not None:
-            outcomes.append(ReviewOutcome(blob.name, blob.etag, "skipped", why))
+            outcomes.append(ReviewOutcome(blob.name, blob.etag, Decision.SKIPPED, why))
         else:
             todo.append(blob)
     _in_chunks(todo, chunk_size, len(blobs), len(outcomes), progress, curator.restore)
-    outcomes += [ReviewOutcome(b.name, b.etag, "restored", f"was {records[b.key].review}") for b in todo]
+    outcomes += [ReviewOutcome(b.name, b.etag, Decision.RESTORED, f"was {records[b.key].review}") for b in todo]
     return outcomes
 
 
@@ -262,7 +273,7 @@ def push_reviewed(
             try:
                 regions[blob.name] = to_regions(curator, boxes[blob.name])
             except CuratorError as exc:
-                result.boxes.append(ReviewOutcome(blob.name, blob.etag, "skipped", f"its boxes: {exc.message}"))
+                result.boxes.append(ReviewOutcome(blob.name, blob.etag, Decision.SKIPPED, f"its boxes: {exc.message}"))
                 continue
         to_push.append(blob)
 
@@ -272,10 +283,12 @@ def push_reviewed(
         try:
             update = save_boxes(curator, blob, boxes[blob.name])
         except CuratorError as exc:
-            result.boxes.append(ReviewOutcome(blob.name, blob.etag, "skipped", f"boxes not changed: {exc.message}"))
+            result.boxes.append(
+                ReviewOutcome(blob.name, blob.etag, Decision.SKIPPED, f"boxes not changed: {exc.message}")
+            )
             continue
         change = f"{update.added} added, {update.removed} removed" if update.added or update.removed else "no change"
-        result.boxes.append(ReviewOutcome(blob.name, blob.etag, "boxes updated", change))
+        result.boxes.append(ReviewOutcome(blob.name, blob.etag, Decision.BOXES_UPDATED, change))
     if stands_for:
         result.near_duplicates = _mark_near_duplicates(curator, [b for b in chosen if b.key in stands_for], stands_for)
     return result
@@ -284,34 +297,41 @@ def push_reviewed(
 def _mark_near_duplicates(
     curator: Curator, others: list[RetrainingBlob], stands_for: dict[BlobKey, RetrainingBlob]
 ) -> list[ReviewOutcome]:
-    representatives = list({b.key: b for b in stands_for.values()}.values())
-    now = curator.records([*representatives, *others])
-    by_representative: dict[BlobKey, list[RetrainingBlob]] = defaultdict(list)
-    for other in others:
-        by_representative[stands_for[other.key].key].append(other)
+    """Mark the other frames of each burst whose representative is in the project (`bursts.mark_near_duplicates`:
+    the one rule for what a mark may overwrite)."""
+    representatives = curator.records(list({b.key: b for b in stands_for.values()}.values()))
     outcomes: list[ReviewOutcome] = []
-    for representative in representatives:
-        members = by_representative[representative.key]
-        if state_of_record(now.get(representative.key)) is not BlobState.PUSHED:
+    pairs: list[tuple[RetrainingBlob, RetrainingBlob]] = []
+    for other in others:
+        representative = stands_for[other.key]
+        if state_of_record(representatives.get(representative.key)) is BlobState.PUSHED:
+            pairs.append((other, representative))
+        else:
             reason = f"{representative.name}, which stands for its burst, is not in the project"
-            outcomes += [ReviewOutcome(o.name, o.etag, "skipped", reason) for o in members]
-            continue
-        marked = []
-        for other in members:
-            why = refusal(Action.MARK_NEAR_DUPLICATE, curator.state_of(other, now.get(other.key)))
-            if why is None:
-                marked.append(other)
-            else:
-                outcomes.append(ReviewOutcome(other.name, other.etag, "unchanged", why))
-        if marked:
-            curator.ledger.mark_near_duplicates([o.key for o in marked], of=representative.key, actor=curator.actor)
-        reason = f"near-duplicate of {representative.name}"
-        outcomes += [ReviewOutcome(o.name, o.etag, "near-duplicate", reason) for o in marked]
+            outcomes.append(ReviewOutcome(other.name, other.etag, Decision.SKIPPED, reason))
+    for mark in mark_near_duplicates(curator, pairs):
+        if mark.refused is None:
+            reason = f"near-duplicate of {mark.representative.name}"
+            outcomes.append(ReviewOutcome(mark.blob.name, mark.blob.etag, Decision.NEAR_DUPLICATE, reason))
+        else:
+            outcomes.append(ReviewOutcome(mark.blob.name, mark.blob.etag, Decision.UNCHANGED, mark.refused))
     return outcomes
 
 
 # Outcomes in the order a summary names them: what went through first, what did not last.
-OUTCOME_ORDER = ("pushed", "duplicate", "rejected", "restored", "skipped", "undecryptable", "refused", "failed")
+OUTCOME_ORDER = tuple(
+    str(outcome)
+    for outcome in (
+        Outcome.PUSHED,
+        Outcome.DUPLICATE,
+        Decision.REJECTED,
+        Decision.RESTORED,
+        Outcome.SKIPPED,  # Decision.SKIPPED too: the same word
+        Outcome.UNDECRYPTABLE,
+        Outcome.REFUSED,
+        Outcome.FAILED,
+    )
+)
 
 
 def outcome_counts(outcomes: Sequence[object]) -> dict[str, int]:
@@ -327,6 +347,7 @@ def outcome_counts(outcomes: Sequence[object]) -> dict[str, int]:
 __all__ = [
     "OUTCOME_ORDER",
     "STATES",
+    "Decision",
     "Pager",
     "ReviewOutcome",
     "ReviewPush",
