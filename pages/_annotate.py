@@ -19,10 +19,13 @@ from percept_core import Curator, CuratorError, ProjectInfo, RetrainingBlob, Tag
 from percept_core.boxes import Box, boxes_of, same_boxes, save_boxes
 from percept_core.images import decode_for_display
 from percept_core.ledger import BlobRecord
+from percept_core.pipeline import Outcome
 from percept_core.review import ReviewPush
+from percept_core.state import PushState
 
 DRAFTS_KEY = "box_drafts"
 MESSAGE_KEY = "box_message"
+NEW_TAG_KEY = "new_box_tag"
 ANNOTATOR_SIZE = (720, 540)  # the most the annotator shows of a frame (it is scaled down to fit)
 
 
@@ -64,7 +67,7 @@ def boxes_to_push(project_id: str, blobs: Iterable[RetrainingBlob]) -> dict[str,
 
 def after_push(project_id: str, blobs: Sequence[RetrainingBlob], pushed: ReviewPush) -> None:
     """The boxes of the blobs whose push (or box update) went through are now the project's."""
-    went = {o.name for o in pushed.report.outcomes if str(o.outcome) == "pushed"}
+    went = {o.name for o in pushed.report.outcomes if o.outcome == Outcome.PUSHED}
     went |= {o.name for o in pushed.boxes if o.ok}
     for blob in blobs:
         draft = draft_of(project_id, blob)
@@ -98,7 +101,7 @@ def annotator(curator: Curator, project: ProjectInfo, blob: RetrainingBlob, reco
     key = _key(project.id, blob)
     if key not in drafts:
         try:
-            saved = boxes_of(curator, blob) if record is not None and record.push_state == "pushed" else None
+            saved = boxes_of(curator, blob) if record is not None and record.push_state == PushState.PUSHED else None
         except CuratorError as exc:
             st.error(f"**The frame's boxes cannot be read:** {md(exc)}", icon=":material/error:")
             return
@@ -161,7 +164,7 @@ def _actions(curator: Curator, blob: RetrainingBlob, draft: Draft) -> None:
     left, middle, _ = st.columns([2, 2, 3])
     label = "Update boxes" if in_project else "Push with these boxes"
     if left.button(label, key="save_boxes", type="primary", disabled=in_project and not draft.changed):
-        _auth.require_reviewer()  # in a dialog, which reruns without app.py
+        _auth.require_reviewer()  # in a dialog, which reruns without the app's entry
         try:
             update = save_boxes(curator, blob, draft.boxes)
         except CuratorError as exc:
@@ -205,7 +208,7 @@ def _new_tag(curator: Curator, *, first: bool) -> None:
         if first:
             st.info("The project has no tags yet: every box needs one. Add a tag to start drawing.")
         name_column, add_column = st.columns([4, 1], vertical_alignment="bottom")
-        name_column.text_input("New tag", key="new_box_tag", placeholder="e.g. forklift")
+        name_column.text_input("New tag", key=NEW_TAG_KEY, placeholder="e.g. forklift")
         add_column.button(
             "Add tag", key="add_box_tag", width="stretch", on_click=_auth.guarded(_add_tag), args=(curator,)
         )
@@ -213,12 +216,12 @@ def _new_tag(curator: Curator, *, first: bool) -> None:
 
 def _add_tag(curator: Curator) -> None:
     try:
-        tag = curator.create_tag(st.session_state.get("new_box_tag", ""))
+        tag = curator.create_tag(st.session_state.get(NEW_TAG_KEY, ""))
     except TagNameError as exc:
         st.session_state[MESSAGE_KEY] = ("error", md(exc))
         return
     except CuratorError as exc:
         st.session_state[MESSAGE_KEY] = ("error", f"The tag could not be created: {md(exc)}")
         return
-    st.session_state["new_box_tag"] = ""
+    st.session_state[NEW_TAG_KEY] = ""
     st.session_state[MESSAGE_KEY] = ("success", f"Tag {md(repr(tag.name))} created.")

@@ -83,9 +83,10 @@ class Admission:
 # -- the gate ----------------------------------------------------------------------------------------
 
 
-def gate() -> str:
-    """The reviewer of this run; for anyone not allowed in, show the sign-in or refusal page and stop."""
-    admission = admit()
+def gate(settings: Settings | ConfigError | None = None) -> str:
+    """The reviewer of this run; for anyone not allowed in, show the sign-in or refusal page and stop.
+    `settings` is the run's reading of them (`Settings.load()`'s result or its error), read here when not given."""
+    admission = admit(settings)
     if admission.reviewer is None:
         _show_only(admission)
     st.session_state[REVIEWER_KEY] = admission.reviewer
@@ -140,8 +141,9 @@ def _show_only(admission: Admission) -> None:
     st.stop()
 
 
-def admit() -> Admission:
-    """Decide, from Streamlit's secrets, the bind address, the signed-in user (st.user) and `percept_reviewers`."""
+def admit(settings: Settings | ConfigError | None = None) -> Admission:
+    """Decide, from Streamlit's secrets, the bind address, the signed-in user (st.user) and `percept_reviewers`.
+    `settings` as for `gate`; `percept_reviewers` itself is read afresh whatever the run read."""
     try:
         auth = auth_section()
     except SecretsUnreadable as exc:
@@ -161,7 +163,10 @@ def admit() -> Admission:
     claims = st.user.to_dict()
     shown = _shown_name(claims)
     try:
-        Settings.load()
+        if isinstance(settings, ConfigError):
+            raise settings
+        if settings is None:
+            Settings.load()
         reviewers = Reviewers.parse(current_reviewers())
     except ConfigError as exc:
         # Nobody can be checked against a list that cannot be read. The reason names settings and hosts, which

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages._filters import pager_button_keys
+
 # (keys as shown, any of which does it; what it does), in the order of the "?" list.
 SHORTCUTS = (
     (("j", "→"), "focus the next tile"),
@@ -36,15 +38,23 @@ SHORTCUTS = (
     (("Esc",), "close a dialog"),
 )
 
+# The buttons the shortcuts click, drawn by the Review page with these keys.
+SELECT_PAGE = "select_page"
+CLEAR_SELECTION = "clear_selection"
+PUSH_SELECTED = "push_selected"
+REJECT_SELECTED = "reject_selected"
+HELP_KEY = "keyboard_help"
+_PREVIOUS_PAGE, _NEXT_PAGE = pager_button_keys("top")
+
 # Button key -> the keys that click it (streamlit-shortcuts' notation).
 BUTTONS = {
-    "top_next": "n",
-    "top_prev": "p",
-    "select_page": "a",
-    "clear_selection": "shift+a",
-    "push_selected": "u",
-    "reject_selected": "d",
-    "keyboard_help": ["shift+?", "?"],
+    _NEXT_PAGE: "n",
+    _PREVIOUS_PAGE: "p",
+    SELECT_PAGE: "a",
+    CLEAR_SELECTION: "shift+a",
+    PUSH_SELECTED: "u",
+    REJECT_SELECTED: "d",
+    HELP_KEY: ["shift+?", "?"],
 }
 
 _TILES_JS = """
@@ -105,7 +115,7 @@ def install(*, columns: int) -> None:
 
 
 def help_button() -> bool:
-    return st.button("Shortcuts", key="keyboard_help", type="tertiary", icon=":material/keyboard:", help="Press ?")
+    return st.button("Shortcuts", key=HELP_KEY, type="tertiary", icon=":material/keyboard:", help="Press ?")
 
 
 @st.dialog("Keyboard shortcuts")

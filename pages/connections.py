@@ -1,37 +1,8 @@
-"""Connections: the settings in use and where each came from (secrets redacted); test each service."""
+"""Streamlit's folder mode runs this file when a process's first request is /connections: it is the app's entry.
 
-import pandas as pd
-import streamlit as st
+The page itself is views/connections.py (see pages/_navigation.py).
+"""
 
-from pages import _auth, _ui
-from pages._text import md
-from percept_core import ConfigError, Settings
+from pages._entry import run
 
-_ui.through_app()
-
-st.title("Connections")
-try:
-    settings = Settings.load()
-except ConfigError as exc:
-    _ui.show_error("The settings cannot be read", exc)
-    st.stop()
-
-st.caption(
-    "Settings are read, highest first, from arguments, the environment, `.env`, an Azure Functions "
-    "`local.settings.json` and Streamlit secrets. Secrets are never shown."
-)
-st.dataframe(
-    pd.DataFrame(settings.describe(), columns=["setting", "value", "source", "meaning"]),
-    hide_index=True,
-    width="stretch",
-)
-
-if st.button("Test connections", type="primary", icon=":material/network_check:"):
-    _auth.require_reviewer()
-    with st.spinner("Reaching storage, the MM server and Custom Vision…"):
-        checks = _ui.shared_curator().check_connections()
-    for check in checks:
-        if check.ok:
-            st.success(f"**{check.service}**: {md(check.message)}", icon=":material/check_circle:")
-        else:
-            st.error(f"**{check.service}**: {md(check.message)}", icon=":material/error:")
+run()

@@ -13,7 +13,7 @@ from azure.cognitiveservices.vision.customvision.training import CustomVisionTra
 from streamlit.testing.v1 import AppTest
 
 from pages._text import unescape
-from percept_core import Curator
+from percept_core import Curator, Settings
 from percept_core.config import _SPECS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ class AppHarness:
         secrets: dict | None = None,
         collapse_bursts: bool | None = False,
     ) -> AppTest:
-        """A fresh session of the app (a new browser tab), on `page` (e.g. "pages/activity.py").
+        """A fresh session of the app (a new browser tab), on `page` (e.g. "views/activity.py").
 
         Bursts are shown frame by frame unless `collapse_bursts` says otherwise (None: the app's default, on),
         so that tests about single tiles see every frame. `secrets` are Streamlit's secrets of the session
@@ -68,9 +68,9 @@ class AppHarness:
     @property
     def curator(self) -> Curator:
         """The Curator the app shares between sessions (its clients, key cache and ledger)."""
-        from pages import _ui
+        from pages import _curator
 
-        return _ui.shared_curator()
+        return _curator.shared_curator(Settings.load())
 
     def trainer(self) -> CustomVisionTrainingClient:
         return self.stack.trainer()
@@ -155,9 +155,9 @@ def _apply_environment(monkeypatch, tmp_path, stack, harness: AppHarness, **over
 
 def _reset_app() -> None:
     """No push thread and no shared Curator outlive the test."""
-    from pages import _ui
+    from pages import _jobs
 
-    for job in _ui.push_jobs().all():
+    for job in _jobs.push_jobs().all():
         job.cancel()
         job.wait(60)
     st.cache_resource.clear()
@@ -266,3 +266,19 @@ def csv_rows(data: bytes) -> tuple[list[str], list[dict[str, str]]]:
 
     reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
     return list(reader.fieldnames or []), list(reader)
+
+
+@pytest.fixture
+def settings_reads(monkeypatch) -> list[int]:
+    """One entry per `Settings.load()` from here on (the real one, counted)."""
+    from percept_core import Settings
+
+    reads: list[int] = []
+    load = Settings.load.__func__
+
+    def counted(cls, *args, **kwargs):
+        reads.append(1)
+        return load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Settings, "load", classmethod(counted))
+    return reads

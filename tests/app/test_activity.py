@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from percept_core.review import push_selected, reject
 from tests.app.conftest import button, csv_rows, wait_until
 
-PAGE = "pages/activity.py"
+PAGE = "views/activity.py"
 
 
 def good_blobs(curator, demo):
@@ -15,7 +15,7 @@ def good_blobs(curator, demo):
 
 
 def test_events_say_who_did_what_to_which_blob_and_can_be_filtered(app_env, demo, downloads):
-    curator = app_env.curator.acting_as("rae@contoso.example")
+    curator = app_env.curator.with_actor("rae@contoso.example")
     blobs = good_blobs(curator, demo)
     report = push_selected(curator, blobs[:2], tags=["person"])
     reject(curator, blobs[2:5])
@@ -66,7 +66,7 @@ def test_events_say_who_did_what_to_which_blob_and_can_be_filtered(app_env, demo
 
 
 def test_charts_show_pushes_per_day_by_model_version_and_outcomes(app_env, demo):
-    curator = app_env.curator.acting_as("rae@contoso.example")
+    curator = app_env.curator.with_actor("rae@contoso.example")
     push_selected(curator, good_blobs(curator, demo)[:4])
 
     at = app_env.open(PAGE)
@@ -90,7 +90,7 @@ def test_project_state_and_train_now_say_why_it_cannot_then_train(app_env, demo)
     button(at, "Train now").click().run()
     assert at.error[0].value.startswith("**Custom Vision cannot train the project now:** Classification training")
 
-    curator = app_env.curator.acting_as("rae@contoso.example")
+    curator = app_env.curator.with_actor("rae@contoso.example")
     blobs = good_blobs(curator, demo)
     push_selected(curator, blobs[:5], tags=["person"])
     push_selected(curator, blobs[5:10], tags=["product"])

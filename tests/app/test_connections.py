@@ -7,7 +7,7 @@ import getpass
 from devstack.servers import free_port
 from tests.app.conftest import button, texts
 
-PAGE = "pages/connections.py"
+PAGE = "views/connections.py"
 
 
 def secrets_of(stack) -> list[str]:
@@ -73,7 +73,7 @@ def test_sidebar_shows_the_environment_and_each_service_with_a_health_dot(app_en
 def test_every_page_is_in_the_navigation_and_renders(app_env):
     at = app_env.open()
     titles = []
-    for page in ("pages/review.py", "pages/push_untagged.py", "pages/activity.py", "pages/connections.py"):
+    for page in ("views/review.py", "views/push_untagged.py", "views/activity.py", "views/connections.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         titles.append(at.title[0].value)
@@ -87,6 +87,17 @@ def test_missing_settings_stop_the_pages_with_what_is_missing(app_env, monkeypat
     assert not at.exception
 
 
+def test_each_run_reads_the_settings_once_and_a_change_shows_at_the_next_run(app_env, monkeypatch, settings_reads):
+    """The sidebar and the page of one run show one reading of the settings; the next click reads them again."""
+    reads = settings_reads
+    at = app_env.open(PAGE)
+    assert at.title[0].value == "Connections" and len(reads) == 1
+    monkeypatch.setenv("percept_near_duplicate_distance", "3")
+    at.run()
+    rows = {row["setting"]: row for row in at.dataframe[0].value.to_dict("records")}
+    assert rows["percept_near_duplicate_distance"]["value"] == "3" and len(reads) == 2
+
+
 def test_an_f0_key_shows_the_f0_quota_and_an_unset_rate_paces_at_10_calls_a_second(app_env_factory, monkeypatch):
     harness = app_env_factory(custom_vision_tier="F0")
     monkeypatch.delenv("custom_vision_rate_per_second")  # never set, as on a user's machine
@@ -98,8 +109,8 @@ def test_an_f0_key_shows_the_f0_quota_and_an_unset_rate_paces_at_10_calls_a_seco
     # The client the app pushes with paces at the default rate, a little under it (a 429 costs a Retry-After).
     assert harness.curator.customvision.limiter.rate == 10 * 0.96
 
-    activity = harness.open("pages/activity.py")
+    activity = harness.open("views/activity.py")
     assert {m.label: m.value for m in activity.metric}["Images / quota"] == "0 / 5,000"
-    push = harness.open("pages/push_untagged.py")
+    push = harness.open("views/push_untagged.py")
     button(push, "Dry run").click().run()
     assert {m.label: m.value for m in push.metric}["Project headroom"] == "5,000"

@@ -49,8 +49,8 @@ def test_each_demo_burst_collapses_into_one_tile_with_its_count(app_env, demo):
         assert [n for n in burst if n in names] == [burst[0]]  # the least confident frame stands for it
         assert f"**{len(burst)} near-identical frames** ({len(burst)} new)" in tile(at, burst[0]).caption[1].value
     assert len(at.image) == len(names) - len(demo.bad)
-    at.switch_page("pages/activity.py").run()
-    at.switch_page("pages/review.py").run()
+    at.switch_page("views/activity.py").run()
+    at.switch_page("views/review.py").run()
     assert tile_names(at) == names  # still collapsed after a look at another page
 
     # Hashing cost no decrypt of its own: each frame was decrypted once, for its thumbnail and its hashes ...

@@ -9,7 +9,7 @@ import sys
 from percept_core.review import push_selected
 from tests.app.conftest import button, csv_rows, dialog, wait_until
 
-PAGE = "pages/push_untagged.py"
+PAGE = "views/push_untagged.py"
 
 
 def metrics(at) -> dict[str, str]:
@@ -28,7 +28,7 @@ def good_blobs(curator, demo):
 
 
 def test_dry_run_first_shows_the_counts_as_a_table_and_charts(app_env, demo):
-    curator = app_env.curator.acting_as("earlier-reviewer")
+    curator = app_env.curator.with_actor("earlier-reviewer")
     blobs = good_blobs(curator, demo)
     push_selected(curator, blobs[:2])
     curator.reject(blobs[2:3])

@@ -203,8 +203,8 @@ def test_boxes_in_progress_survive_paging_and_other_pages_then_go_up_with_push_s
     at.button(key="top_next").click().run()
     assert tile_names(at) == paged_container[48:]
     at.button(key="top_prev").click().run()
-    at.switch_page("pages/activity.py").run()
-    at.switch_page("pages/review.py").run()
+    at.switch_page("views/activity.py").run()
+    at.switch_page("views/review.py").run()
     assert not at.exception
     assert any("1 box · not pushed yet" in c.value for c in tile(at, boxed).caption)
     open_frame(at, boxed)

@@ -157,7 +157,7 @@ def test_a_reviewer_taken_off_the_list_does_nothing_with_the_next_click(app_env,
 
 def test_a_reviewer_taken_off_the_list_while_the_push_dialog_is_open_pushes_nothing(app_env, monkeypatch):
     monkeypatch.setenv("percept_reviewers", ALICE)
-    at = app_env.open("pages/push_untagged.py", secrets={"auth": AUTH}, user=VERIFIED_ALICE)
+    at = app_env.open("views/push_untagged.py", secrets={"auth": AUTH}, user=VERIFIED_ALICE)
     button(at, "Dry run").click().run()
     button(at, "Push all untagged").click().run()
     assert "Confirm push" in [b.label for b in at.button]  # the dialog is open
@@ -168,6 +168,14 @@ def test_a_reviewer_taken_off_the_list_while_the_push_dialog_is_open_pushes_noth
     assert "is not allowed to use this app" in refusal(at)
     assert app_env.project_images() == []
     assert Ledger(app_env.ledger_path).events(action="push") == []
+
+
+def test_a_signed_in_reviewers_run_reads_the_settings_once(app_env, monkeypatch, settings_reads):
+    """The gate checks the run's reading of the settings instead of reading them again."""
+    monkeypatch.setenv("percept_reviewers", ALICE)
+    at = app_env.open("views/connections.py", secrets={"auth": AUTH}, user=VERIFIED_ALICE)
+    assert not refused(at) and at.title[0].value == "Connections"
+    assert len(settings_reads) == 1
 
 
 @pytest.fixture
@@ -252,9 +260,9 @@ def test_the_activity_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(
     if not service.get_container_client(FORMULAS).exists():
         upload_frames(stack, FORMULAS, [jpeg(5000 + i, (160, 120)) for i in range(4)], names=FORMULA_NAMES)
     harness = app_env_factory(mm_telemetry_storage_container=FORMULAS)
-    reject(harness.curator.acting_as("=cmd|' /C calc'!A0"), list(harness.curator.blobs()))
+    reject(harness.curator.with_actor("=cmd|' /C calc'!A0"), list(harness.curator.blobs()))
 
-    harness.open("pages/activity.py")
+    harness.open("views/activity.py")
     data = downloads["percept-curator-activity.csv"]
     rows = list(csv.DictReader(io.StringIO(data.decode())))
     assert sorted(row["blob"] for row in rows) == sorted("'" + name for name in FORMULA_NAMES)

@@ -1,0 +1,160 @@
+"""The gallery: tiles of thumbnails with their facts and state, a checkbox each for the selection, and the way
+to a frame's larger view; a burst of near-duplicates is one tile.
+
+Not a page. Thumbnails come from the session's `PreviewCache` (bounded); nothing decrypted is kept here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import streamlit as st
+
+from pages import _auth
+from pages._session import Selection, Session
+from pages._text import md
+from percept_core import Curator, CuratorError, RetrainingBlob
+from percept_core.bursts import Burst
+from percept_core.ledger import BlobRecord
+from percept_core.review import STATES
+from percept_core.state import BlobState
+
+TILE_COLUMNS = 6
+
+STATE_COLOURS = {
+    BlobState.NEW: "blue",
+    BlobState.PUSHED: "green",
+    BlobState.FAILED: "red",
+    BlobState.PUSHING: "yellow",
+    BlobState.REJECTED: "gray",
+    BlobState.UNDECRYPTABLE: "orange",
+    BlobState.NEAR_DUPLICATE: "violet",
+}
+
+
+def tile_key(name: str) -> str:
+    """The key of a blob's tile (its container: the keyboard shortcuts find tiles by it)."""
+    return f"tile:{name}"
+
+
+def open_key(name: str) -> str:
+    """The key of a tile's "Larger view" button."""
+    return f"open:{name}"
+
+
+def _pick_key(name: str, generation: int) -> str:
+    return f"pick:{generation}:{name}"
+
+
+# -- near-duplicate bursts ---------------------------------------------------------------------------
+
+
+def remember_bursts(
+    session: Session, blobs: Sequence[RetrainingBlob], bursts: Sequence[Burst], *, max_distance: int
+) -> None:
+    """The bursts of the pages seen (by representative name): what a later push of the selection groups by."""
+    shown = {b.key for b in blobs}
+    known = {
+        name: burst
+        for name, burst in session.bursts(max_distance).items()
+        if not any(member.key in shown for member in burst.members)
+    }
+    known |= {burst.representative.name: burst for burst in bursts}
+    session.keep_bursts(known, max_distance)
+
+
+# -- tiles -------------------------------------------------------------------------------------------
+
+
+def tile_caption(blob: RetrainingBlob) -> str:
+    captured = f"{blob.captured_at:%Y-%m-%d %H:%M:%S}" if blob.captured_at else "capture time unknown"
+    confidence = f"{blob.confidence:g}%" if blob.confidence is not None else "confidence ?"
+    model = f"{blob.model_name or '?'} {blob.model_version or '?'}"
+    return f"{captured} · {confidence} · {md(model)}"
+
+
+def state_of(curator: Curator, blob: RetrainingBlob, record: BlobRecord | None) -> BlobState:
+    return BlobState.of(curator.state_of(blob, record))
+
+
+def gallery(
+    session: Session,
+    curator: Curator,
+    items: Sequence[RetrainingBlob | Burst],
+    records: dict[tuple[str, str, str], BlobRecord],
+    thumbnails: dict[tuple[str, str, str], bytes | CuratorError],
+    *,
+    notes: dict[str, str] | None = None,
+) -> None:
+    """Tiles of TILE_COLUMNS: thumbnail (or why there is none), facts, state, checkbox, larger view.
+
+    A burst of near-duplicates is one tile, its representative's, with the number of frames it stands for;
+    `notes` adds a line to a blob's tile (its boxes in progress, say).
+    """
+    picked = session.selection
+    for row_start in range(0, len(items), TILE_COLUMNS):
+        columns = st.columns(TILE_COLUMNS)
+        for column, item in zip(columns, items[row_start : row_start + TILE_COLUMNS], strict=False):
+            blob = item.representative if isinstance(item, Burst) else item
+            with column, st.container(border=True, key=tile_key(blob.name)):
+                _tile(curator, item, records, thumbnails.get(blob.key), picked, (notes or {}).get(blob.name))
+
+
+def _tile(
+    curator: Curator,
+    item: RetrainingBlob | Burst,
+    records: dict[tuple[str, str, str], BlobRecord],
+    thumbnail: bytes | CuratorError | None,
+    picked: Selection,
+    note: str | None,
+) -> None:
+    blob = item.representative if isinstance(item, Burst) else item
+    members = item.members if isinstance(item, Burst) else (item,)
+    if isinstance(thumbnail, bytes):
+        st.image(thumbnail, width="stretch")
+    else:
+        st.error(f"**{md(getattr(thumbnail, 'reason', 'no preview'))}**", icon=":material/broken_image:")
+        st.caption(md(getattr(thumbnail, "message", "")))
+    state = state_of(curator, blob, records.get(blob.key))
+    st.badge(state.label, color=STATE_COLOURS.get(state, "gray"))
+    st.caption(tile_caption(blob))
+    if isinstance(item, Burst):
+        states = Counter(state_of(curator, m, records.get(m.key)) for m in members)
+        summary = ", ".join(f"{states[s]} {s.label}" for s in sorted(states, key=lambda s: STATES.index(s.label)))
+        st.caption(f":material/burst_mode: **{len(item)} near-identical frames** ({summary})")
+    if note:
+        st.caption(note)  # the app's own words (see _annotate.tile_note): counts, no outside text
+    for member in members:
+        if member.name in picked.reasons:
+            st.warning(md(picked.reasons[member.name]), icon=":material/report:")
+    key = _pick_key(blob.name, picked.generation)
+    st.session_state[key] = blob.name in picked
+    # A label is Markdown: the name, escaped, shows as written (a name like `![x](http://...)` loads nothing).
+    st.checkbox(md(blob.name), key=key, on_change=_auth.guarded(_toggle), args=(item, key, picked.generation))
+    st.button(
+        "Larger view",
+        key=open_key(blob.name),
+        type="tertiary",
+        icon=":material/open_in_full:",
+        on_click=_auth.guarded(_open),
+        args=(blob.name,),
+    )
+
+
+def _toggle(item: RetrainingBlob | Burst, key: str, generation: int) -> None:
+    """A tile's checkbox: a burst's tile picks (or drops) every frame of the burst. The checkbox of an earlier
+    generation changes nothing: its tick is one the browser sent before it drew the tile anew."""
+    picked = Session().selection
+    if generation != picked.generation:
+        return
+    members = item.members if isinstance(item, Burst) else (item,)
+    if st.session_state.get(key):
+        picked.pick(members)
+    else:
+        for member in members:
+            picked.discard(member.name)
+
+
+def _open(name: str) -> None:
+    Session().open_frame = name
