@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .state import BlobState, PushState, Review, state_of_record
+from .state import Action, BlobState, PushState, Review, refusal, state_of_record
 
 BlobKey = tuple[str, str, str]  # container, name, etag
 
@@ -104,6 +104,14 @@ class Event:
     outcome: str | None
     image_id: str | None
     details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """A blob version's review mark and push state for one project, as `state.state_of_record` reads them."""
+
+    review: str
+    push_state: str | None
 
 
 @dataclass(frozen=True)
@@ -470,43 +478,37 @@ class Ledger:
 
     def claim(
         self, keys: Sequence[BlobKey], project_id: str, run_id: str, *, actor: str, retry_failed: bool = True
-    ) -> tuple[list[BlobKey], dict[BlobKey, str]]:
-        """Claim keys for pushing. Returns (claimed, skipped key -> why).
+    ) -> tuple[list[BlobKey], dict[BlobKey, BlobState]]:
+        """Claim keys for pushing. Returns (claimed, skipped key -> the state that kept it out).
 
-        Skipped: already pushed to the project, rejected or near-duplicate, or held by a live run.
-        A claim left by a dead run is taken over: its item may or may not have reached Custom Vision,
-        which the upload then settles (Custom Vision answers OKDuplicate for content it has).
+        A key is skipped when `state.py` refuses to push a blob in its state (already pushed, rejected, a
+        near-duplicate, held by a live run), or when it failed before and `retry_failed` is off
+        (`state.left_out_because` says each in words). A claim left by a dead run is taken over: its item may or
+        may not have reached Custom Vision, which the upload then settles (Custom Vision answers OKDuplicate for
+        content it has).
         """
         claimed: list[BlobKey] = []
-        skipped: dict[BlobKey, str] = {}
+        skipped: dict[BlobKey, BlobState] = {}
         now = _now()
         with self._transaction() as db:
             for key in keys:
-                review = db.execute(
-                    "SELECT review, reason FROM blobs WHERE container=? AND name=? AND etag=?", key
-                ).fetchone()
-                if review and review["review"] in (Review.REJECTED, Review.NEAR_DUPLICATE):
-                    skipped[key] = review["review"]
-                    continue
+                review = db.execute("SELECT review FROM blobs WHERE container=? AND name=? AND etag=?", key).fetchone()
                 row = db.execute(
                     "SELECT state, claim, claimed_at FROM pushes WHERE container=? AND name=? AND etag=? "
                     "AND project_id=?",
                     (*key, project_id),
                 ).fetchone()
-                if row is not None:
-                    if row["state"] == PushState.PUSHED:
-                        skipped[key] = "already pushed"
-                        continue
-                    if row["state"] == PushState.FAILED and not retry_failed:
-                        skipped[key] = "failed before"
-                        continue
-                    if (
-                        row["state"] == PushState.PUSHING
-                        and row["claim"] != run_id
-                        and not self._claim_is_dead(row["claim"], row["claimed_at"], now)
-                    ):
-                        skipped[key] = "being pushed by another run"
-                        continue
+                facts = _Facts(review["review"] if review else Review.NEW, row["state"] if row else None)
+                state = state_of_record(facts)
+                taken_over = state is BlobState.PUSHING and (
+                    row["claim"] == run_id or self._claim_is_dead(row["claim"], row["claimed_at"], now)
+                )
+                if facts.push_state == PushState.FAILED and not retry_failed:
+                    skipped[key] = BlobState.FAILED
+                    continue
+                if not taken_over and refusal(Action.PUSH, state) is not None:
+                    skipped[key] = state
+                    continue
                 db.execute(
                     "INSERT INTO pushes (container, name, etag, project_id, state, claim, claimed_at, attempts, "
                     "updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?) "

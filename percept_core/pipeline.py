@@ -38,7 +38,7 @@ from .errors import AuthenticationError, BlobError, CuratorError, StaleBlobError
 from .images import ImageLimitError, PreparedImage, prepare_for_upload
 from .ledger import BlobKey, PushState
 from .protocols import BlobSource, Decryptor, PushLedger, PushTarget
-from .state import BlobState, state_of_record
+from .state import BlobState, left_out_because, state_of_record
 
 # What a reviewer reads for a blob that changed (or went away) after it was listed: not its fault.
 STALE_REASON = "changed since listed, refresh"
@@ -688,11 +688,12 @@ class _Run:
                 [b.key for b in unique], self.project_id, self.run_id, actor=self.actor, retry_failed=self.retry_failed
             )
             claimed_set = set(claimed)
-            already = [b for b in unique if skipped.get(b.key) == "already pushed"]
+            already = [b for b in unique if skipped.get(b.key) is BlobState.PUSHED]
             retagged = self.tag_pushed(already) if already and self.tag_ids else {}
             for blob in unique:
                 if blob.key in skipped:
-                    outcome, reason = retagged.get(blob.key, (Outcome.SKIPPED, skipped[blob.key]))
+                    left_out = (Outcome.SKIPPED, left_out_because(skipped[blob.key]))
+                    outcome, reason = retagged.get(blob.key, left_out)
                     self.emit(ItemOutcome(blob.name, blob.etag, outcome, reason, model_version=version_label(blob)))
             with self._claimed_lock:
                 self.claimed |= claimed_set

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .blobs import BlobFilter, RetrainingBlob
     from .customvision import CallStats, Labelled, ProjectImage, ProjectIndex, Region, UploadItem, UploadResult
     from .ledger import BlobKey, BlobRecord, Claim, Event
+    from .state import BlobState
 
 
 class BlobSource(Protocol):
@@ -83,7 +84,7 @@ class PushLedger(Protocol):
 
     def claim(
         self, keys: Sequence[BlobKey], project_id: str, run_id: str, *, actor: str, retry_failed: bool = True
-    ) -> tuple[list[BlobKey], dict[BlobKey, str]]: ...
+    ) -> tuple[list[BlobKey], dict[BlobKey, BlobState]]: ...
 
     def heartbeat(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> list[BlobKey]: ...
 

@@ -106,6 +106,21 @@ _REFUSALS: dict[Action, dict[BlobState, str]] = {
 }
 
 
+# What a push run's report says of a blob it leaves out, by the state that kept it out (other states: their label).
+_LEFT_OUT = {
+    BlobState.PUSHED: "already pushed",
+    BlobState.PUSHING: "being pushed by another run",
+    BlobState.FAILED: "failed before",
+}
+
+
+def left_out_because(state: BlobState | str) -> str:
+    """The reason a push report gives for a blob it left out in `state` (a refusal of `Action.PUSH`, or a failed
+    blob a run without retries leaves alone)."""
+    state = BlobState.of(state)
+    return _LEFT_OUT.get(state, state.label)
+
+
 def refusal(action: Action | str, state: BlobState | str) -> str | None:
     """Why `action` may not happen to a blob in `state`, for the user; None when it may."""
     return _REFUSALS[Action(action)].get(BlobState.of(state))
@@ -158,6 +173,7 @@ __all__ = [
     "Review",
     "allowed",
     "check",
+    "left_out_because",
     "refusal",
     "state_of_record",
 ]

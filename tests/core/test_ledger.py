@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from percept_core.ledger import Ledger
+from percept_core.state import BlobState, left_out_because
 
 PROJECT = "0a8b5d3e-1111-4222-8333-944455556666"
 KEYS = [("data", f"{10 + i}-2026-11-02-10-00-{i:02d}.jpg.dec", f"0x8D{i:04X}") for i in range(20)]
@@ -52,10 +53,10 @@ def test_a_claim_keeps_a_second_run_off_and_a_push_settles_it(ledger, tmp_path):
     other = Ledger(tmp_path / "ledger.sqlite")  # another connection, as another process would have
     claimed2, skipped2 = other.claim(KEYS[:4], PROJECT, second, actor="b")
     assert claimed2 == [KEYS[3]]
-    assert set(skipped2.values()) == {"being pushed by another run"}
+    assert {left_out_because(state) for state in skipped2.values()} == {"being pushed by another run"}
     ledger.record_pushed(KEYS[0], PROJECT, image_id="img-0", sha256="aa", tags=["person"], actor="a")
     _, skipped3 = other.claim(KEYS[:1], PROJECT, second, actor="b")
-    assert skipped3 == {KEYS[0]: "already pushed"}
+    assert skipped3 == {KEYS[0]: BlobState.PUSHED} and left_out_because(skipped3[KEYS[0]]) == "already pushed"
     record = other.record(KEYS[0], PROJECT)
     assert (record.state, record.image_id, record.tags) == ("pushed", "img-0", ("person",))
     assert other.pushed_image_for_content(PROJECT, "aa") == "img-0"
@@ -66,7 +67,7 @@ def test_a_claim_keeps_a_second_run_off_and_a_push_settles_it(ledger, tmp_path):
 def test_rejected_blobs_are_never_claimed(ledger):
     ledger.reject(KEYS[:1], actor="ana")
     claimed, skipped = ledger.claim(KEYS[:2], PROJECT, ledger.new_run_id(), actor="x")
-    assert claimed == [KEYS[1]] and skipped == {KEYS[0]: "rejected"}
+    assert claimed == [KEYS[1]] and skipped == {KEYS[0]: BlobState.REJECTED}
 
 
 def test_a_claim_left_by_a_dead_process_is_taken_over_at_once(ledger):
@@ -147,7 +148,8 @@ def test_two_processes_claiming_the_same_blobs_at_once_get_each_exactly_once(tmp
     assert isinstance(first, list) and isinstance(second, list), (first, second)
     for (key, got_first, why_first), (_, got_second, why_second) in zip(first, second, strict=True):
         assert got_first != got_second, f"{key[1]}: claimed by {'both processes' if got_first else 'neither process'}"
-        assert (why_first or why_second) == "being pushed by another run"  # the loser saw the winner's claim
+        # the loser saw the winner's claim
+        assert left_out_because(why_first or why_second) == "being pushed by another run"
     # The ledger agrees: each blob is held by one run, and the claims add up to every blob once.
     holders = {claim.key: claim.run_id for claim in Ledger(path).claims(PROJECT)}
     assert set(holders) == set(KEYS)
@@ -214,7 +216,7 @@ def test_a_live_run_in_another_container_with_our_hostname_is_not_taken_for_dead
     monkeypatch.undo()
     assert there.claim(KEYS[:1], PROJECT, there.new_run_id(), actor="container b")[0] == KEYS[:1]
     claimed, skipped = here.claim(KEYS[:1], PROJECT, here.new_run_id(), actor="container a")
-    assert claimed == [] and skipped == {KEYS[0]: "being pushed by another run"}
+    assert claimed == [] and skipped == {KEYS[0]: BlobState.PUSHING}
 
 
 def test_the_gallerys_snapshot_of_states_says_what_each_blobs_badge_says(ledger):
