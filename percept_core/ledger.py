@@ -107,7 +107,7 @@ class Event:
 
 
 @dataclass(frozen=True)
-class _Facts:
+class RecordFacts:
     """A blob version's review mark and push state for one project, as `state.state_of_record` reads them."""
 
     review: str
@@ -156,7 +156,43 @@ def _chunks(items: Sequence[Any], size: int = 400) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class Ledger:
+class RunClaims:
+    """How a ledger names its runs and tells a dead run's claim: one rule for every backend (SQLite, Table Storage),
+    so each reads the other's claims the same way. A backend calls `_identify()` once and sets `lease_seconds`."""
+
+    lease_seconds: float
+
+    def _identify(self) -> None:
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.namespace = _namespace_token()
+
+    def new_run_id(self) -> str:
+        """`host:pid:namespace-uuid`: where the run lives (pids mean something only within one PID namespace of
+        one boot, which containers sharing a hostname do not share), and a uuid4 that makes it unique."""
+        namespace = f"{self.namespace}-" if self.namespace else ""
+        return f"{self.host}:{self.pid}:{namespace}{uuid.uuid4().hex}"
+
+    def _claim_is_dead(self, claim: str | None, claimed_at: float | None, now: float) -> bool:
+        if not claim:
+            return True
+        host, _, rest = claim.partition(":")
+        pid_text, _, tail = rest.partition(":")
+        namespace, marked, _ = tail.partition("-")
+        # Our os.kill sees the pids of our PID namespace only: a run of another container that shares our
+        # hostname is judged by its lease. (A run id without a namespace is from an older version: as before.)
+        same_namespace = not marked or namespace == self.namespace
+        if host == self.host and same_namespace and pid_text.isdigit() and int(pid_text) != self.pid:
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+        return claimed_at is None or now - claimed_at > self.lease_seconds
+
+
+class Ledger(RunClaims):
     """Review state, push outcomes and the audit trail, in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, lease_seconds: float = LEASE_SECONDS) -> None:
@@ -171,9 +207,12 @@ class Ledger:
         self._db.execute("PRAGMA busy_timeout=60000")
         with self._lock:
             self._db.executescript(_SCHEMA)  # idempotent: every statement says IF NOT EXISTS
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
-        self.namespace = _namespace_token()
+        self._identify()
+
+    @property
+    def location(self) -> str:
+        """Where the ledger is, for a status line: its file."""
+        return str(self.path)
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"
@@ -452,30 +491,6 @@ class Ledger:
 
     # -- pushes ------------------------------------------------------------------------------------
 
-    def new_run_id(self) -> str:
-        """`host:pid:namespace-uuid`: where the run lives (pids mean something only within one PID namespace of
-        one boot, which containers sharing a hostname do not share), and a uuid4 that makes it unique."""
-        namespace = f"{self.namespace}-" if self.namespace else ""
-        return f"{self.host}:{self.pid}:{namespace}{uuid.uuid4().hex}"
-
-    def _claim_is_dead(self, claim: str | None, claimed_at: float | None, now: float) -> bool:
-        if not claim:
-            return True
-        host, _, rest = claim.partition(":")
-        pid_text, _, tail = rest.partition(":")
-        namespace, marked, _ = tail.partition("-")
-        # Our os.kill sees the pids of our PID namespace only: a run of another container that shares our
-        # hostname is judged by its lease. (A run id without a namespace is from an older version: as before.)
-        same_namespace = not marked or namespace == self.namespace
-        if host == self.host and same_namespace and pid_text.isdigit() and int(pid_text) != self.pid:
-            try:
-                os.kill(int(pid_text), 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                pass
-        return claimed_at is None or now - claimed_at > self.lease_seconds
-
     def claim(
         self, keys: Sequence[BlobKey], project_id: str, run_id: str, *, actor: str, retry_failed: bool = True
     ) -> tuple[list[BlobKey], dict[BlobKey, BlobState]]:
@@ -498,7 +513,7 @@ class Ledger:
                     "AND project_id=?",
                     (*key, project_id),
                 ).fetchone()
-                facts = _Facts(review["review"] if review else Review.NEW, row["state"] if row else None)
+                facts = RecordFacts(review["review"] if review else Review.NEW, row["state"] if row else None)
                 state = state_of_record(facts)
                 taken_over = state is BlobState.PUSHING and (
                     row["claim"] == run_id or self._claim_is_dead(row["claim"], row["claimed_at"], now)

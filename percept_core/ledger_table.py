@@ -1,0 +1,741 @@
+"""The review ledger on Azure Table Storage: the SQLite ledger's contract, shared by every host that reaches it.
+
+Three tables under one prefix: `<prefix>blobs` (review facts of a blob version: partition = container),
+`<prefix>pushes` (push facts of a blob version for a project: partition = project) and `<prefix>events`
+(the audit trail: partition = day, newest first). Every write that depends on what is there is a
+read-modify-write taken with optimistic concurrency: create-if-absent (409 when another host created it
+first) or update with the ETag read (`If-Match`, 412 when another host wrote first), and the decision is
+taken again on the fresh entity; nothing is last-writer-wins. That is how a claim is taken exactly once
+across hosts. Events are only ever created (a new row key per event, never upserted): nothing in this
+module updates or deletes one. Table Storage has no transaction across tables, so an event is written
+after the state it reports: a host that dies between the two leaves the state without its event. For the
+same reason a claim reads the blob's review mark and then writes its claim: a rejection that lands between
+the two does not keep that claim off (SQLite does both in one transaction).
+
+Keys: blob names may hold characters a PartitionKey/RowKey may not (`/`, `\\`, `#`, `?`, control
+characters), so they are percent-encoded; a key longer than the 1 KiB limit is replaced by its hash
+(the entity keeps the real names in its properties).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
+
+from .ledger import LEASE_SECONDS, BlobKey, BlobRecord, Claim, Event, RecordFacts, RunClaims
+from .state import Action, BlobState, PushState, Review, refusal, state_of_record
+
+DEFAULT_TABLE_PREFIX = "percept"
+MAX_KEY_BYTES = 1024  # PartitionKey and RowKey: up to 1 KiB each
+WRITE_ATTEMPTS = 50  # optimistic retries of one entity before giving up (each lost race means progress elsewhere)
+
+_UNSAFE_KEY_CHARS = re.compile(r"[%/\\#?|\x00-\x1f\x7f-\x9f]")
+_SEPARATOR = "|"  # escaped inside every part, so it only ever separates
+
+
+class LedgerContention(RuntimeError):
+    """An entity kept changing under this host for WRITE_ATTEMPTS reads in a row."""
+
+
+def escape_key_part(text: str) -> str:
+    """`text` with `%`, `/`, `\\`, `#`, `?`, `|` and control characters percent-encoded: valid in a key."""
+    return _UNSAFE_KEY_CHARS.sub(lambda match: f"%{ord(match.group()):02X}", text)
+
+
+def table_key(*parts: str) -> str:
+    """A PartitionKey or RowKey for `parts`: escaped and joined, or `~` and a hash when that exceeds 1 KiB."""
+    key = _SEPARATOR.join(escape_key_part(part) for part in parts)
+    if len(key.encode("utf-16-le")) <= MAX_KEY_BYTES:
+        return key
+    return "~" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()  # no `|`: never an escaped key
+
+
+@dataclass(frozen=True)
+class _Write:
+    """What a read-modify-write decided: the entity to write (None: nothing, _DELETE: remove it) and its result."""
+
+    entity: dict[str, Any] | None
+    result: Any = None
+
+
+_DELETE: dict[str, Any] = {}
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def _without_none(entity: dict[str, Any]) -> dict[str, Any]:
+    """The entity as written: a property that is None is absent (Table Storage has no nulls)."""
+    return {name: value for name, value in entity.items() if value is not None}
+
+
+class TableLedger(RunClaims):
+    """Review state, push outcomes and the audit trail, in Azure Table Storage (or Azurite, or Cosmos DB for Table)."""
+
+    def __init__(
+        self,
+        service: TableServiceClient,
+        *,
+        prefix: str = DEFAULT_TABLE_PREFIX,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        self.service = service
+        self.prefix = prefix
+        self.lease_seconds = lease_seconds
+        self._blobs = self._table("blobs")
+        self._pushes = self._table("pushes")
+        self._events = self._table("events")
+        self._identify()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, **options: Any) -> TableLedger:
+        return cls(TableServiceClient.from_connection_string(connection_string), **options)
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, credential: Any, **options: Any) -> TableLedger:
+        """E.g. `https://<account>.table.core.windows.net` and DefaultAzureCredential (role: Storage Table Data
+        Contributor)."""
+        return cls(TableServiceClient(endpoint=endpoint, credential=credential), **options)
+
+    @property
+    def location(self) -> str:
+        """Where the ledger is, for a status line: the table service and the tables' prefix (never a key)."""
+        return f"{self.service.url.split('?', 1)[0]} (tables {self.prefix}*)"
+
+    def __repr__(self) -> str:
+        return f"TableLedger({self.service.url!r}, prefix={self.prefix!r})"
+
+    def close(self) -> None:
+        self.service.close()
+
+    def _table(self, name: str) -> TableClient:
+        table = self.service.get_table_client(f"{self.prefix}{name}")
+        with contextlib.suppress(ResourceExistsError):
+            table.create_table()
+        return table
+
+    # -- entities -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _blob_address(key: BlobKey) -> tuple[str, str]:
+        return table_key(key[0]), table_key(key[1], key[2])
+
+    @staticmethod
+    def _push_address(key: BlobKey, project_id: str) -> tuple[str, str]:
+        return table_key(project_id), table_key(*key)
+
+    @staticmethod
+    def _get(table: TableClient, address: tuple[str, str]) -> TableEntity | None:
+        try:
+            return table.get_entity(*address)
+        except ResourceNotFoundError:
+            return None
+
+    def _modify(
+        self, table: TableClient, address: tuple[str, str], decide: Callable[[dict[str, Any] | None], _Write]
+    ) -> Any:
+        """Read the entity, let `decide` say what to write, and write it only if nobody wrote in between.
+
+        A lost race (409 on create, 412 on an ETag mismatch) reads again and decides again, so the decision
+        is always taken on what is there.
+        """
+        for _ in range(WRITE_ATTEMPTS):
+            current = self._get(table, address)
+            write = decide(dict(current) if current is not None else None)
+            try:
+                if write.entity is None:
+                    pass
+                elif write.entity is _DELETE:
+                    if current is not None:
+                        table.delete_entity(
+                            *address, etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified
+                        )
+                else:
+                    entity = _without_none(
+                        {**write.entity, "PartitionKey": address[0], "RowKey": address[1], "updated_at": _now()}
+                    )
+                    if current is None:
+                        table.create_entity(entity)
+                    else:
+                        table.update_entity(
+                            entity,
+                            mode=UpdateMode.REPLACE,
+                            etag=current.metadata["etag"],
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+            except (ResourceExistsError, ResourceModifiedError):
+                continue
+            except ResourceNotFoundError:
+                if write.entity is _DELETE:
+                    return write.result  # someone else removed it first: gone either way
+                continue
+            return write.result
+        raise LedgerContention(f"{table.table_name} {address}: still changing after {WRITE_ATTEMPTS} attempts")
+
+    @staticmethod
+    def _blob_entity(key: BlobKey, current: dict[str, Any] | None) -> dict[str, Any]:
+        base = {"review": Review.NEW.value, "container": key[0], "name": key[1], "etag": key[2]}
+        return {**base, **(current or {})}
+
+    @staticmethod
+    def _push_entity(key: BlobKey, project_id: str, current: dict[str, Any] | None) -> dict[str, Any]:
+        base = {"container": key[0], "name": key[1], "etag": key[2], "project_id": project_id, "attempts": 0}
+        return {**base, **(current or {})}
+
+    @staticmethod
+    def _key_of(entity: dict[str, Any]) -> BlobKey:
+        return entity["container"], entity["name"], entity["etag"]
+
+    def _query(self, table: TableClient, query: str, **parameters: Any) -> Iterable[TableEntity]:
+        return table.query_entities(query, parameters=parameters)
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def records(self, keys: Iterable[BlobKey], project_id: str | None = None) -> dict[BlobKey, BlobRecord]:
+        """What the ledger knows of each key (keys it has never seen are absent): point reads, two per key."""
+        found: dict[BlobKey, BlobRecord] = {}
+        for key in dict.fromkeys(keys):
+            fields: dict[str, Any] = {}
+            blob = self._get(self._blobs, self._blob_address(key))
+            if blob is not None:
+                fields.update(
+                    review=blob.get("review", Review.NEW.value),
+                    reason=blob.get("reason"),
+                    sha256=blob.get("sha256"),
+                    phash=blob.get("phash"),
+                )
+            if project_id is not None:
+                push = self._get(self._pushes, self._push_address(key, project_id))
+                if push is not None:
+                    fields.update(
+                        push_state=push["state"],
+                        image_id=push.get("image_id"),
+                        push_reason=push.get("reason"),
+                        tags=tuple(json.loads(push.get("tags") or "[]")),
+                    )
+                    if fields.get("sha256") is None:
+                        fields["sha256"] = push.get("sha256")
+            if fields:
+                found[key] = BlobRecord(key, **fields)
+        return found
+
+    def record(self, key: BlobKey, project_id: str | None = None) -> BlobRecord:
+        return self.records([key], project_id).get(key, BlobRecord(key))
+
+    def keys_in_state(self, project_id: str, state: str, container: str | None = None) -> set[BlobKey]:
+        """Keys whose combined state (as BlobRecord.state) is `state`: for filters that work before decrypting."""
+        if state in (PushState.PUSHED, PushState.FAILED, PushState.PUSHING):
+            rows = self._query(
+                self._pushes, "PartitionKey eq @pk and state eq @state", pk=table_key(project_id), state=state
+            )
+        elif container:
+            rows = self._query(
+                self._blobs, "PartitionKey eq @pk and review eq @review", pk=table_key(container), review=state
+            )
+        else:
+            rows = self._query(self._blobs, "review eq @review", review=state)
+        return {self._key_of(row) for row in rows if not container or row["container"] == container}
+
+    def states(self, project_id: str | None) -> dict[BlobKey, BlobState]:
+        """Every key whose state is not new, with its state for the project (as BlobRecord.state)."""
+        facts: dict[BlobKey, dict[str, str]] = {
+            self._key_of(row): {"review": row["review"]}
+            for row in self._query(self._blobs, "review ne @new", new=Review.NEW.value)
+        }
+        if project_id:
+            for row in self._query(self._pushes, "PartitionKey eq @pk", pk=table_key(project_id)):
+                facts.setdefault(self._key_of(row), {})["push_state"] = row["state"]
+        return {key: state_of_record(BlobRecord(key, **fields)) for key, fields in facts.items()}
+
+    def blob_models(self, keys: Iterable[BlobKey]) -> dict[BlobKey, tuple[str | None, str | None]]:
+        """(model name, model version) of each key the ledger knows them for (activity charts)."""
+        found: dict[BlobKey, tuple[str | None, str | None]] = {}
+        for key in dict.fromkeys(keys):
+            blob = self._get(self._blobs, self._blob_address(key))
+            if blob is not None and blob.get("model_name") is not None:
+                found[key] = (blob["model_name"], blob.get("model_version"))
+        return found
+
+    def known_models(self) -> list[tuple[str, str | None]]:
+        """Every (model name, version) the ledger has seen, sorted: choices for a filter."""
+        rows = self._query(self._blobs, "model_name ne ''")
+        models = {(row["model_name"], row.get("model_version")) for row in rows if row.get("model_name")}
+        return sorted(models, key=lambda model: (model[0], model[1] or ""))
+
+    def claims(self, project_id: str) -> list[Claim]:
+        """The project's open claims (blobs a run was pushing), with whether their run is still alive."""
+        now = _now()
+        rows = self._query(
+            self._pushes, "PartitionKey eq @pk and state eq @state", pk=table_key(project_id), state=PushState.PUSHING
+        )
+        return [
+            Claim(
+                self._key_of(row),
+                row.get("claim") or "",
+                row.get("claimed_at"),
+                not self._claim_is_dead(row.get("claim"), row.get("claimed_at"), now),
+            )
+            for row in rows
+        ]
+
+    def _pushed_rows(self, project_id: str) -> Iterable[TableEntity]:
+        return self._query(
+            self._pushes, "PartitionKey eq @pk and state eq @state", pk=table_key(project_id), state=PushState.PUSHED
+        )
+
+    def pushed_image_for_content(self, project_id: str, sha256: str) -> str | None:
+        rows = self._query(
+            self._pushes,
+            "PartitionKey eq @pk and state eq @state and sha256 eq @sha",
+            pk=table_key(project_id),
+            state=PushState.PUSHED,
+            sha=sha256,
+        )
+        return next((row["image_id"] for row in rows if row.get("image_id")), None)
+
+    def pushed_image_count(self, project_id: str) -> int:
+        """How many distinct project images the ledger knows of (a new or lost ledger knows fewer than the project)."""
+        return len({row["image_id"] for row in self._pushed_rows(project_id) if row.get("image_id")})
+
+    def last_event(self, action: str, project_id: str) -> Event | None:
+        """The newest event of that action for the project (e.g. the last reconciliation with it)."""
+        found = self.events(action=action, project_id=project_id, limit=1)
+        return found[0] if found else None
+
+    def summary(self, project_id: str | None = None) -> dict[str, int]:
+        """Counts per review state and, for a project, per push state."""
+        counts: dict[str, int] = {}
+        for row in self._query(self._blobs, "review ne @new", new=Review.NEW.value):
+            counts[row["review"]] = counts.get(row["review"], 0) + 1
+        pushes = (
+            self._query(self._pushes, "PartitionKey eq @pk", pk=table_key(project_id))
+            if project_id
+            else self._pushes.list_entities()
+        )
+        for row in pushes:
+            counts[row["state"]] = counts.get(row["state"], 0) + 1
+        return counts
+
+    def pushed(self, project_id: str) -> list[dict[str, Any]]:
+        """Every pushed blob of a project with its image id (to reconcile with the project)."""
+        columns = ("container", "name", "etag", "image_id", "sha256", "tags")
+        return [{column: row.get(column) for column in columns} for row in self._pushed_rows(project_id)]
+
+    def events(
+        self,
+        *,
+        since: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        blob: str | None = None,
+        project_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """The audit trail, newest first (partitions are days, newest first; rows within a day newest first)."""
+        clauses, parameters = [], {}
+        for column, value in (("actor", actor), ("action", action), ("blob", blob), ("project_id", project_id)):
+            if value:
+                clauses.append(f"{column} eq @{column}")
+                parameters[column] = value
+        if since:
+            clauses.append("PartitionKey le @day and at ge @since")
+            parameters.update(day=_event_partition(datetime.fromisoformat(since).timestamp()), since=since)
+        query = " and ".join(clauses) or "PartitionKey ne ''"
+        found: list[Event] = []
+        for row in self._events.query_entities(query, parameters=parameters, results_per_page=limit or None):
+            found.append(
+                Event(
+                    int(row["event_id"]),
+                    row["at"],
+                    row["actor"],
+                    row["action"],
+                    row.get("container"),
+                    row.get("blob"),
+                    row.get("etag"),
+                    row.get("project_id"),
+                    row.get("outcome"),
+                    row.get("image_id"),
+                    json.loads(row.get("details") or "{}"),
+                )
+            )
+            if limit and len(found) >= limit:
+                break
+        return found
+
+    # -- the audit trail ------------------------------------------------------------------------------
+
+    def _event(
+        self,
+        actor: str,
+        action: str,
+        key: BlobKey | None,
+        *,
+        project_id: str | None = None,
+        outcome: str | None = None,
+        image_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an event: created under a fresh row key, never upserted, so no event overwrites another."""
+        at = _now()
+        micros = int(at * 1_000_000)
+        container, name, etag = key if key else (None, None, None)
+        self._events.create_entity(
+            _without_none(
+                {
+                    "PartitionKey": _event_partition(at),
+                    "RowKey": f"{_INVERTED_MICROS - micros:017d}-{uuid.uuid4().hex}",
+                    "event_id": str(micros * 1000 + secrets.randbelow(1000)),  # ordered by time, unique in practice
+                    "at": _iso(at),
+                    "actor": actor,
+                    "action": action,
+                    "container": container,
+                    "blob": name,
+                    "etag": etag,
+                    "project_id": project_id,
+                    "outcome": outcome,
+                    "image_id": image_id,
+                    "details": json.dumps(details) if details else None,
+                }
+            )
+        )
+
+    def log(
+        self,
+        actor: str,
+        action: str,
+        *,
+        key: BlobKey | None = None,
+        project_id: str | None = None,
+        outcome: str | None = None,
+        image_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an event that changes no state (a training started, a dry run, a sign-in)."""
+        self._event(actor, action, key, project_id=project_id, outcome=outcome, image_id=image_id, details=details)
+
+    # -- review decisions -----------------------------------------------------------------------------
+
+    def _set_review(self, key: BlobKey, review: str, reason: str | None, actor: str) -> None:
+        def decide(current: dict[str, Any] | None) -> _Write:
+            entity = self._blob_entity(key, current)
+            return _Write({**entity, "review": review, "reason": reason, "updated_by": actor})
+
+        self._modify(self._blobs, self._blob_address(key), decide)
+
+    def reject(self, keys: Iterable[BlobKey], *, actor: str, reason: str = "rejected by reviewer") -> int:
+        return self._review_many(keys, Review.REJECTED, reason, actor, "reject")
+
+    def restore(self, keys: Iterable[BlobKey], *, actor: str) -> int:
+        return self._review_many(keys, Review.NEW, None, actor, "restore")
+
+    def mark_near_duplicates(self, keys: Iterable[BlobKey], *, of: BlobKey, actor: str) -> int:
+        return self._review_many(keys, Review.NEAR_DUPLICATE, f"near-duplicate of {of[1]}", actor, "near-duplicate")
+
+    def _review_many(self, keys: Iterable[BlobKey], review: str, reason: str | None, actor: str, action: str) -> int:
+        keys = list(keys)
+        for key in keys:
+            self._set_review(key, review, reason, actor)
+            self._event(actor, action, key, outcome=review, details={"reason": reason} if reason else None)
+        return len(keys)
+
+    def note_content(
+        self,
+        key: BlobKey,
+        *,
+        sha256: str,
+        phash: str | None = None,
+        model: tuple[str, str] | None = None,
+        actor: str = "system",
+    ) -> None:
+        """Remember the plaintext's hashes (never the plaintext) so dry runs need not decrypt again."""
+
+        def decide(current: dict[str, Any] | None) -> _Write:
+            entity = self._blob_entity(key, current)
+            if current is None:
+                entity.update(model_name=(model or (None, None))[0], model_version=(model or (None, None))[1])
+                entity["updated_by"] = actor
+            entity.update(sha256=sha256, phash=phash or entity.get("phash"))
+            if entity["review"] == Review.UNDECRYPTABLE:
+                entity["review"] = Review.NEW.value
+            return _Write(entity)
+
+        self._modify(self._blobs, self._blob_address(key), decide)
+
+    def note_models(self, blobs: Iterable[tuple[BlobKey, str | None, str | None]], *, actor: str = "system") -> None:
+        """Remember which model (name, version) each blob came from; changes no review state, logs no event."""
+        for key, name, version in blobs:
+            if name or version:
+                self._note_model(key, name, version, actor)
+
+    def _note_model(self, key: BlobKey, name: str | None, version: str | None, actor: str) -> None:
+        def decide(current: dict[str, Any] | None) -> _Write:
+            entity = self._blob_entity(key, current)
+            if current is None:
+                entity["updated_by"] = actor
+            if entity.get("model_name") is not None and entity.get("model_version") is not None:
+                return _Write(None)
+            entity.update(
+                model_name=entity.get("model_name") or name, model_version=entity.get("model_version") or version
+            )
+            return _Write(entity)
+
+        self._modify(self._blobs, self._blob_address(key), decide)
+
+    def note_undecryptable(self, key: BlobKey, *, reason: str, actor: str) -> None:
+        def decide(current: dict[str, Any] | None) -> _Write:
+            entity = self._blob_entity(key, current)
+            if entity["review"] == Review.REJECTED:
+                return _Write(None, False)  # a reviewer's decision outranks what a run found
+            if entity["review"] == Review.UNDECRYPTABLE and entity.get("reason") == reason:
+                return _Write(None, False)
+            return _Write({**entity, "review": Review.UNDECRYPTABLE.value, "reason": reason, "updated_by": actor}, True)
+
+        if self._modify(self._blobs, self._blob_address(key), decide):
+            self._event(actor, Review.UNDECRYPTABLE, key, outcome=reason)
+
+    # -- pushes ---------------------------------------------------------------------------------------
+
+    def claim(
+        self, keys: Sequence[BlobKey], project_id: str, run_id: str, *, actor: str, retry_failed: bool = True
+    ) -> tuple[list[BlobKey], dict[BlobKey, BlobState]]:
+        """Claim keys for pushing. Returns (claimed, skipped key -> the state that kept it out).
+
+        As `Ledger.claim`; each claim is created if absent or written with the ETag it was decided on, so of
+        two hosts claiming one key at once exactly one gets it.
+        """
+        claimed: list[BlobKey] = []
+        skipped: dict[BlobKey, BlobState] = {}
+        for key in keys:
+            blob = self._get(self._blobs, self._blob_address(key))
+            review = blob.get("review", Review.NEW.value) if blob is not None else Review.NEW.value
+
+            def decide(current: dict[str, Any] | None, review: str = review, key: BlobKey = key) -> _Write:
+                now = _now()
+                facts = RecordFacts(review, current["state"] if current else None)
+                state = state_of_record(facts)
+                taken_over = state is BlobState.PUSHING and (
+                    current["claim"] == run_id
+                    or self._claim_is_dead(current.get("claim"), current.get("claimed_at"), now)
+                )
+                if facts.push_state == PushState.FAILED and not retry_failed:
+                    return _Write(None, BlobState.FAILED)
+                if not taken_over and refusal(Action.PUSH, state) is not None:
+                    return _Write(None, state)
+                entity = self._push_entity(key, project_id, current)
+                entity.update(
+                    state=PushState.PUSHING.value,
+                    claim=run_id,
+                    claimed_at=now,
+                    attempts=int(entity["attempts"]) + 1,
+                    updated_by=actor,
+                )
+                return _Write(entity, None)
+
+            kept_out = self._modify(self._pushes, self._push_address(key, project_id), decide)
+            if kept_out is None:
+                claimed.append(key)
+            else:
+                skipped[key] = kept_out
+        return claimed, skipped
+
+    def _holds(self, current: dict[str, Any] | None, run_id: str) -> bool:
+        return current is not None and current.get("claim") == run_id and current["state"] == PushState.PUSHING
+
+    def heartbeat(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> list[BlobKey]:
+        """Keep this run's claims fresh; returns the keys whose claim this run no longer holds."""
+        lost: list[BlobKey] = []
+        for key in keys:
+
+            def decide(current: dict[str, Any] | None) -> _Write:
+                if not self._holds(current, run_id):
+                    return _Write(None, False)
+                return _Write({**current, "claimed_at": _now()}, True)
+
+            if not self._modify(self._pushes, self._push_address(key, project_id), decide):
+                lost.append(key)
+        return lost
+
+    def release(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> None:
+        """Give back this run's claims on items it did not push (cancelled, undecryptable): no trace is left."""
+        for key in keys:
+
+            def decide(current: dict[str, Any] | None) -> _Write:
+                if self._holds(current, run_id) and not current.get("image_id"):
+                    return _Write(_DELETE)
+                return _Write(None)
+
+            self._modify(self._pushes, self._push_address(key, project_id), decide)
+
+    def _settle(
+        self,
+        key: BlobKey,
+        project_id: str,
+        claim: str | None,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """Apply `change` to the push entity, only while `claim` holds it when one is named.
+
+        Returns (written, the entity as found when the claim did not hold it).
+        """
+
+        def decide(current: dict[str, Any] | None) -> _Write:
+            if claim is not None and not self._holds(current, claim):
+                return _Write(None, (False, current))
+            changed = change(self._push_entity(key, project_id, current))
+            return _Write(changed, (True, None))
+
+        return self._modify(self._pushes, self._push_address(key, project_id), decide)
+
+    def _claim_lost(
+        self, key: BlobKey, project_id: str, claim: str, actor: str, would: str, found: dict[str, Any] | None, details
+    ) -> None:
+        """Audit a settlement that was not written: the run no longer held the item's claim."""
+        columns = ("container", "name", "etag", "project_id", "state", "image_id", "claim", "claimed_at")
+        now = {column: found.get(column) for column in columns} if found else None
+        self._event(
+            actor,
+            "claim-lost",
+            key,
+            project_id=project_id,
+            outcome=would,
+            details={"run": claim, "now": now, **(details or {})},
+        )
+
+    def record_pushed(
+        self,
+        key: BlobKey,
+        project_id: str,
+        *,
+        image_id: str,
+        sha256: str | None,
+        tags: Sequence[str],
+        actor: str,
+        outcome: str = PushState.PUSHED,
+        details: dict[str, Any] | None = None,
+        model: tuple[str | None, str | None] | None = None,
+        claim: str | None = None,
+    ) -> bool:
+        """Record the item as in the project. With `claim`, only while that claim holds it: False when it does not."""
+        if model and any(model):
+            self._note_model(key, *model, actor)
+
+        def change(entity: dict[str, Any]) -> dict[str, Any]:
+            return {
+                **entity,
+                "state": PushState.PUSHED.value,
+                "image_id": image_id,
+                "sha256": sha256,
+                "tags": json.dumps(list(tags)),
+                "reason": None,
+                "claim": None,
+                "claimed_at": None,
+                "updated_by": actor,
+            }
+
+        written, found = self._settle(key, project_id, claim, change)
+        if not written:
+            self._claim_lost(key, project_id, claim or "", actor, outcome, found, {"image_id": image_id})
+            return False
+        self._event(actor, "push", key, project_id=project_id, outcome=outcome, image_id=image_id, details=details)
+        return True
+
+    def record_failed(
+        self,
+        key: BlobKey,
+        project_id: str,
+        *,
+        reason: str,
+        actor: str,
+        retryable: bool,
+        sha256: str | None = None,
+        details: dict[str, Any] | None = None,
+        claim: str | None = None,
+    ) -> bool:
+        """Record a failed push. With `claim`, only while that claim holds the item: False when it does not."""
+        outcome = PushState.FAILED if retryable else "rejected by Custom Vision"
+        event_details = {"reason": reason, "retryable": retryable, **(details or {})}
+
+        def change(entity: dict[str, Any]) -> dict[str, Any] | None:
+            if claim is None and entity.get("state") == PushState.PUSHED:
+                return None  # without a claim, a failure never overwrites a push
+            return {
+                **entity,
+                "state": PushState.FAILED.value,
+                "reason": reason,
+                "sha256": sha256 or entity.get("sha256"),
+                "claim": None,
+                "claimed_at": None,
+                "updated_by": actor,
+            }
+
+        written, found = self._settle(key, project_id, claim, change)
+        if not written:
+            self._claim_lost(key, project_id, claim or "", actor, outcome, found, event_details)
+            return False
+        self._event(actor, "push", key, project_id=project_id, outcome=outcome, details=event_details)
+        return True
+
+    def forget_push(self, key: BlobKey, project_id: str, *, actor: str, reason: str) -> None:
+        """Drop a push record whose image is gone from the project (deleted in the portal), so it can go again."""
+        self._modify(self._pushes, self._push_address(key, project_id), lambda current: _Write(_DELETE))
+        self._event(actor, "forget-push", key, project_id=project_id, outcome="forgotten", details={"reason": reason})
+
+    def record_tags(
+        self,
+        key: BlobKey,
+        project_id: str,
+        *,
+        tags: Sequence[str],
+        actor: str,
+        added: Sequence[str] = (),
+        removed: Sequence[str] = (),
+        claim: str | None = None,
+    ) -> bool:
+        """Record an image's tags. With `claim`, only while that claim holds the item: False when it does not."""
+
+        def decide(current: dict[str, Any] | None) -> _Write:
+            if claim is not None and not self._holds(current, claim):
+                return _Write(None, (False, current))
+            if current is None:
+                return _Write(None, (True, None))  # as an UPDATE of no row: nothing to retag, the event still says so
+            return _Write({**current, "tags": json.dumps(list(tags)), "updated_by": actor}, (True, None))
+
+        written, found = self._modify(self._pushes, self._push_address(key, project_id), decide)
+        if not written:
+            self._claim_lost(key, project_id, claim or "", actor, "retagged", found, {"tags": list(tags)})
+            return False
+        self._event(
+            actor,
+            "retag",
+            key,
+            project_id=project_id,
+            outcome="retagged",
+            details={"added": list(added), "removed": list(removed)},
+        )
+        return True
+
+
+# Event partitions are days and row keys are microseconds, both inverted, so the natural order is newest first.
+_INVERTED_MICROS = 10**17
+
+
+def _event_partition(ts: float) -> str:
+    return f"{99999999 - int(datetime.fromtimestamp(ts, UTC).strftime('%Y%m%d')):08d}"
