@@ -398,8 +398,8 @@ def _decide(curator, args, out: _Output, done: Decision, decide: Callable[[list[
 
 def _status(curator, args, out: _Output) -> int:
     summary = curator.status()
-    document: dict[str, Any] = {"ledger": summary, "ledger_path": str(curator.ledger.path)}
-    lines = [f"ledger {curator.ledger.path}:"] + [f"  {k}: {v}" for k, v in sorted(summary.items())]
+    document: dict[str, Any] = {"ledger": summary, "ledger_path": curator.ledger.location}
+    lines = [f"ledger {curator.ledger.location}:"] + [f"  {k}: {v}" for k, v in sorted(summary.items())]
     if curator.settings.custom_vision_project_id:
         project = curator.project()
         tagged, untagged = curator.customvision.image_counts()

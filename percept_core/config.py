@@ -71,6 +71,19 @@ _SPECS: dict[str, _Spec] = {
     "ledger_path": _Spec(
         "percept_ledger_path", help="the review ledger (SQLite); default ~/.percept-curator/ledger.sqlite"
     ),
+    "ledger_table_endpoint": _Spec(
+        "percept_ledger_table_endpoint",
+        help="a ledger shared by every host: https://<account>.table.core.windows.net (Table Storage or Cosmos DB "
+        "for Table), reached with Entra ID (role Storage Table Data Contributor)",
+    ),
+    "ledger_table_connection_string": _Spec(
+        "percept_ledger_table_connection_string",
+        secret=True,
+        help="the shared ledger's storage connection string instead of Entra ID (Azurite)",
+    ),
+    "ledger_table_prefix": _Spec(
+        "percept_ledger_table_prefix", default="percept", help="the shared ledger's table names start with this"
+    ),
     "allow_insecure_http": _Spec(
         "percept_allow_insecure_http", default="false", help="allow http:// endpoints that are not on this machine"
     ),
@@ -112,6 +125,9 @@ class Settings:
     custom_vision_tier: str = "S0"
     custom_vision_rate_per_second: float = 10.0
     ledger_path: str | None = None
+    ledger_table_endpoint: str | None = None
+    ledger_table_connection_string: str | None = field(default=None, repr=False)
+    ledger_table_prefix: str = "percept"
     allow_insecure_http: bool = False
     reviewers: tuple[str, ...] = ()
     near_duplicate_distance: int = 6
@@ -119,10 +135,11 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for url_attr in ("mm_server_url", "custom_vision_endpoint", "mm_key_vault_url"):
+        for url_attr in ("mm_server_url", "custom_vision_endpoint", "mm_key_vault_url", "ledger_table_endpoint"):
             value = getattr(self, url_attr)
             if value:
                 _check_url(_SPECS[url_attr].key, value, self.allow_insecure_http, self.sources.get(url_attr))
+        self._check_ledger_choice()
         if self.custom_vision_project_id:
             try:
                 uuid.UUID(self.custom_vision_project_id)
@@ -188,6 +205,31 @@ class Settings:
             values[attr] = _convert(attr, raw, source)
             sources[attr] = source
         return cls(**values, sources=sources)
+
+    def _check_ledger_choice(self) -> None:
+        """One ledger: a file on this machine, or tables shared by every host; never a guess between them."""
+        chosen = [
+            _SPECS[attr].key
+            for attr in ("ledger_path", "ledger_table_endpoint", "ledger_table_connection_string")
+            if getattr(self, attr)
+        ]
+        if len(chosen) > 1:
+            raise ConfigError(
+                f"Settings {' and '.join(chosen)} each choose a ledger: set one of them.",
+                hint="percept_ledger_path is one machine's ledger; the table settings are the shared one.",
+            )
+        # Table names: 3-63 letters and digits, starting with a letter; the longest table is <prefix>pushes.
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,56}", self.ledger_table_prefix):
+            raise ConfigError(
+                "Setting percept_ledger_table_prefix must be a letter then up to 56 letters or digits "
+                f"(from {self.sources.get('ledger_table_prefix', SOURCE_ARGUMENT)}).",
+                hint="Table Storage names hold letters and digits only.",
+            )
+
+    @property
+    def uses_shared_ledger(self) -> bool:
+        """True when the ledger is on Table Storage, shared by every host that reaches it."""
+        return bool(self.ledger_table_endpoint or self.ledger_table_connection_string)
 
     # -- use ------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from .customvision import CustomVisionClient, IterationInfo, ProjectInfo, Region
 from .errors import CuratorError
 from .images import THUMBNAIL_SIZE, PreviewCache, thumbnail
 from .ledger import DEFAULT_LEDGER_PATH, BlobRecord, Ledger, default_actor
+from .ledger_table import TableLedger
 from .locker import KeyServiceClient, Locker
 from .pipeline import (
     CancelToken,
@@ -66,7 +67,7 @@ class Curator:
         key_service: KeyServiceClient | None = None,
         locker: Locker | None = None,
         customvision: CustomVisionClient | None = None,
-        ledger: Ledger | None = None,
+        ledger: Ledger | TableLedger | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = settings if settings is not None else Settings.load(**overrides)
@@ -76,7 +77,7 @@ class Curator:
         self._key_service = _Part(lambda: _key_service(settings), key_service)
         self._locker = _Part(lambda: Locker(self._key_service.get()), locker)
         self._customvision = _Part(lambda: CustomVisionClient.from_settings(settings), customvision)
-        self._ledger = _Part(lambda: Ledger(settings.ledger_path or DEFAULT_LEDGER_PATH), ledger)
+        self._ledger = _Part(lambda: _ledger(settings), ledger)
         self._pipeline = self._new_pipeline()
 
     @classmethod
@@ -149,7 +150,7 @@ class Curator:
         return self._customvision.get()
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> Ledger | TableLedger:
         return self._ledger.get()
 
     @property
@@ -373,6 +374,16 @@ class Curator:
 def _state(blob: RetrainingBlob, recorded: BlobState) -> BlobState:
     """A blob's state: the ledger's, or undecryptable for a new blob that names no model (known without trying)."""
     return BlobState.UNDECRYPTABLE if recorded is BlobState.NEW and not blob.has_model else recorded
+
+
+def _ledger(settings: Settings) -> Ledger | TableLedger:
+    """The shared ledger on Table Storage when the settings name one, else this machine's SQLite file."""
+    prefix = settings.ledger_table_prefix
+    if settings.ledger_table_connection_string:
+        return TableLedger.from_connection_string(settings.ledger_table_connection_string, prefix=prefix)
+    if settings.ledger_table_endpoint:
+        return TableLedger.from_endpoint(settings.ledger_table_endpoint, settings.credential(), prefix=prefix)
+    return Ledger(settings.ledger_path or DEFAULT_LEDGER_PATH)
 
 
 def _key_service(settings: Settings) -> KeyServiceClient:

@@ -76,7 +76,7 @@ def get_curator() -> Curator:
     with _curator_lock:
         if _curator is None:
             settings = Settings.load()
-            if not settings.ledger_path:
+            if not settings.ledger_path and not settings.uses_shared_ledger:
                 settings = dataclasses.replace(settings, ledger_path=default_ledger_path())
             customvision = CustomVisionClient.from_settings(settings, **CUSTOM_VISION_RETRIES)
             curator = Curator(settings, actor=ACTOR, customvision=customvision)
