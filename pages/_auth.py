@@ -32,8 +32,7 @@ from streamlit.logger import get_logger
 
 from pages._text import md
 from percept_core import ConfigError, Settings
-from percept_core import config as _config
-from percept_core.config import is_loopback_host
+from percept_core.config import is_loopback_host, read_setting
 from percept_core.ledger import default_actor
 
 REVIEWER_KEY = "reviewer"
@@ -49,7 +48,6 @@ _ENTRA_HOSTS = {  # Microsoft Entra ID's sign-in hosts: global, US Government, C
 }
 _ENTRA_SHARED_TENANTS = {"common", "organizations", "consumers"}
 _NO_SECRETS_FILE = "no-secrets-found"  # Streamlit's error id when no secrets file exists at all
-_REVIEWERS_KEY = "percept_reviewers"
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 _log = get_logger("percept_curator.auth")  # the server log, in Streamlit's format
@@ -273,13 +271,7 @@ def current_reviewers() -> tuple[str, ...]:
     The sources and their order are Settings.load's (environment, .env, local.settings.json, Streamlit
     secrets); Streamlit keeps the secrets it read at start, so the secrets files are read again here.
     """
-    layers = _config._layers(".env", "local.settings.json", (), _environment_without_promoted_secrets())
-    layers.append(("Streamlit secrets", _fresh_secrets()))
-    for source, layer in layers:
-        raw = _config._lookup(layer, _REVIEWERS_KEY)
-        if raw not in (None, ""):
-            return _config._convert("reviewers", raw, source)
-    return ()
+    return read_setting("reviewers", environ=_environment_without_promoted_secrets(), secrets=_fresh_secrets()) or ()
 
 
 def _environment_without_promoted_secrets() -> Mapping[str, str]:

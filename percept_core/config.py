@@ -310,6 +310,26 @@ def _layers(env_file, local_settings_file, secrets_files, environ) -> list[tuple
     return layers
 
 
+def read_setting(
+    attr: str,
+    *,
+    environ: Mapping[str, str],
+    secrets: Mapping[str, Any],
+    env_file: str | os.PathLike | None = ".env",
+    local_settings_file: str | os.PathLike | None = "local.settings.json",
+) -> Any:
+    """One setting as its sources say now, in Settings.load's order (the environment, .env,
+    local.settings.json, then `secrets`, Streamlit's as read afresh): for a value that must not wait for the
+    next full load, such as who may sign in. None when no source sets it."""
+    spec = _SPECS[attr]
+    layers = [*_layers(env_file, local_settings_file, (), environ)[:-1], ("Streamlit secrets", secrets)]
+    for source, layer in layers:
+        raw = _lookup(layer, spec.key)
+        if raw not in (None, ""):
+            return _convert(attr, raw, source)
+    return None
+
+
 def _read_local_settings(path: Path) -> Mapping[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

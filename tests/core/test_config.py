@@ -7,6 +7,7 @@ import json
 import pytest
 
 from percept_core import ConfigError, Curator, Settings
+from percept_core.config import read_setting
 
 SAMPLE = {
     "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
@@ -119,3 +120,17 @@ def test_curator_with_no_argument_loads_settings_from_the_usual_sources(clean_en
     curator = Curator()
     assert curator.settings.custom_vision_endpoint == SAMPLE["custom_vision_endpoint"]
     assert "training-key-value-abc" not in repr(curator)
+
+
+def test_one_setting_is_read_afresh_in_the_order_of_a_full_load(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("percept_reviewers=from-dotenv@contoso.example\n", encoding="utf-8")
+    secrets = {"percept_reviewers": "a@contoso.example, b@contoso.example"}
+    assert read_setting("reviewers", environ={}, secrets=secrets, env_file=None) == (
+        "a@contoso.example",
+        "b@contoso.example",
+    )
+    assert read_setting("reviewers", environ={}, secrets=secrets, env_file=env_file) == ("from-dotenv@contoso.example",)
+    environ = {"PERCEPT_REVIEWERS": "env@contoso.example"}
+    assert read_setting("reviewers", environ=environ, secrets=secrets, env_file=env_file) == ("env@contoso.example",)
+    assert read_setting("reviewers", environ={}, secrets={}, env_file=None, local_settings_file=None) is None
