@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.azurite import ACCOUNT_KEY, ACCOUNT_NAME, DEVSTACK_DIR, wait_for_port
+from devstack.azurite import ACCOUNT_KEY, ACCOUNT_NAME, DEVSTACK_DIR, stop_process, wait_for_port
 from devstack.servers import free_port
 
 AZURITE_TABLE = DEVSTACK_DIR / "node_modules" / ".bin" / "azurite-table"
@@ -57,10 +57,4 @@ class AzuriteTableProcess:
         return cls(process, host, port)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
