@@ -5,9 +5,13 @@ Better than the original:
 - No plaintext on disk: the host hands over the encrypted bytes, which are decrypted in memory.
 - One Curator per worker process: the MM login, each model version's derived key and the Custom Vision
   client serve every later invocation.
-- Idempotent: the ledger skips a blob version already pushed; where the ledger did not persist (another
-  instance, a restart) Custom Vision answers OKDuplicate for the same bytes, and every image carries its
-  provenance (source blob, etag, sha256, model name and version) as metadata.
+- Event Grid delivers each new blob as it is written (the polling source can lag by minutes, miss blobs and
+  is not offered on the Flex Consumption plan); blobs written before the subscription existed are a
+  backfill's (README.md).
+- Idempotent: the ledger skips a blob version already pushed. With the shared ledger (Table Storage) every
+  instance sees every other's claims and pushes, so any number of instances push each blob once; with a
+  worker's own SQLite file, Custom Vision answers OKDuplicate for bytes another instance pushed. Every image
+  carries its provenance (source blob, etag, sha256, model name and version) as metadata.
 - A bad blob (tampered, truncated, not an image, missing metadata, unknown model version) is logged with
   its reason and the invocation succeeds: retrying cannot fix it. A transient failure (Custom Vision
   5xx or 429 after the client's own retries, the MM server or storage unreachable) raises, so the host
@@ -86,7 +90,12 @@ def get_curator() -> Curator:
 
 
 @app.function_name("push_blob")
-@app.blob_trigger(arg_name="blob", path="%mm_telemetry_storage_container%/{name}", connection=CONNECTION)
+@app.blob_trigger(
+    arg_name="blob",
+    path="%mm_telemetry_storage_container%/{name}",
+    connection=CONNECTION,
+    source=func.BlobSource.EVENT_GRID,  # each new blob as it is written, to any number of instances
+)
 def push_blob(blob: func.InputStream) -> None:
     """Push the new blob as an untagged image (see the module's docstring for what happens when it cannot)."""
     push_new_blob(blob)

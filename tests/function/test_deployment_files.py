@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.metadata
+import importlib.util
 import json
 import subprocess
 import sys
@@ -129,3 +130,18 @@ def test_local_settings_example_has_the_original_names_and_no_secret():
 def test_the_package_leaves_out_local_settings():
     ignored = (FUNCTION_DIR / ".funcignore").read_text().split()
     assert {"local.settings.json", ".venv", "__pycache__"} <= set(ignored)
+
+
+def test_the_trigger_takes_each_new_blob_from_event_grid():
+    """Event Grid, not polling: new blobs arrive as they are written, to any number of instances (and on the Flex
+    Consumption plan, which has no polling); the deploy README says how to subscribe and how to backfill."""
+    spec = importlib.util.spec_from_file_location("function_app_under_test", FUNCTION_DIR / "function_app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (function,) = module.app.get_functions()
+    (trigger,) = [b.get_dict_repr() for b in function.get_bindings() if b.get_dict_repr()["type"] == "blobTrigger"]
+    assert trigger["source"] == "EventGrid"
+    assert trigger["path"] == "%mm_telemetry_storage_container%/{name}" and trigger["connection"] == "MMStorage"
+    readme = (FUNCTION_DIR / "README.md").read_text(encoding="utf-8")
+    assert "Microsoft.Storage.BlobCreated" in readme and "functionName=Host.Functions.push_blob" in readme
+    assert "percept-curator push-untagged" in readme  # the backfill
