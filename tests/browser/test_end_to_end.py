@@ -60,10 +60,11 @@ def test_review_push_with_a_new_tag_then_push_all_untagged(
     expect(page.get_by_text(re.compile(rf"^Page 1 · {shown} blobs")).first).to_be_visible()
     chosen = shelf[:3]
 
-    for name in chosen:
+    for count, name in enumerate(chosen, start=1):
         page.get_by_text(name, exact=True).click()
         expect(page.get_by_label(name, exact=True)).to_be_checked()
-    expect(page.get_by_text(re.compile(r"^3 selected \(3 on this page\)"))).to_be_visible()
+        # The reviewer sees the count follow each pick (the app's answer to that click) before the next one.
+        expect(page.get_by_text(re.compile(rf"^{count} selected \({count} on this page\)"))).to_be_visible()
 
     tag = f"forklift-{secrets.token_hex(2)}"
     page.get_by_label("New tag", exact=True).fill(tag)
