@@ -191,6 +191,31 @@ class RunClaims:
                 pass
         return claimed_at is None or now - claimed_at > self.lease_seconds
 
+    def kept_out(
+        self,
+        review: str,
+        push_state: str | None,
+        claim: str | None,
+        claimed_at: float | None,
+        run_id: str,
+        *,
+        retry_failed: bool,
+        now: float,
+    ) -> BlobState | None:
+        """The state that keeps `run_id` from claiming a blob version, or None when it may: state.py's rule for a
+        push, with a claim of this run or of a dead run taken over. The one decision of every backend's `claim`."""
+        if push_state == PushState.FAILED and not retry_failed:
+            return BlobState.FAILED
+        state = state_of_record(RecordFacts(review, push_state))
+        if state is BlobState.PUSHING and (claim == run_id or self._claim_is_dead(claim, claimed_at, now)):
+            return None
+        return state if refusal(Action.PUSH, state) is not None else None
+
+    @staticmethod
+    def failure_outcome(retryable: bool) -> str:
+        """What a failed push's event says: failed (the next run tries again), or refused by Custom Vision."""
+        return PushState.FAILED if retryable else "rejected by Custom Vision"
+
 
 class Ledger(RunClaims):
     """Review state, push outcomes and the audit trail, in one SQLite file."""
@@ -513,16 +538,17 @@ class Ledger(RunClaims):
                     "AND project_id=?",
                     (*key, project_id),
                 ).fetchone()
-                facts = RecordFacts(review["review"] if review else Review.NEW, row["state"] if row else None)
-                state = state_of_record(facts)
-                taken_over = state is BlobState.PUSHING and (
-                    row["claim"] == run_id or self._claim_is_dead(row["claim"], row["claimed_at"], now)
+                kept_out = self.kept_out(
+                    review["review"] if review else Review.NEW,
+                    row["state"] if row else None,
+                    row["claim"] if row else None,
+                    row["claimed_at"] if row else None,
+                    run_id,
+                    retry_failed=retry_failed,
+                    now=now,
                 )
-                if facts.push_state == PushState.FAILED and not retry_failed:
-                    skipped[key] = BlobState.FAILED
-                    continue
-                if not taken_over and refusal(Action.PUSH, state) is not None:
-                    skipped[key] = state
+                if kept_out is not None:
+                    skipped[key] = kept_out
                     continue
                 db.execute(
                     "INSERT INTO pushes (container, name, etag, project_id, state, claim, claimed_at, attempts, "
@@ -646,7 +672,7 @@ class Ledger(RunClaims):
         claim: str | None = None,
     ) -> bool:
         """Record a failed push. With `claim`, only while that claim holds the item: False when it does not."""
-        outcome = PushState.FAILED if retryable else "rejected by Custom Vision"
+        outcome = self.failure_outcome(retryable)
         event_details = {"reason": reason, "retryable": retryable, **(details or {})}
         with self._transaction() as db:
             if claim is not None:

@@ -35,8 +35,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
-from .ledger import LEASE_SECONDS, BlobKey, BlobRecord, Claim, Event, RecordFacts, RunClaims
-from .state import Action, BlobState, PushState, Review, refusal, state_of_record
+from .ledger import LEASE_SECONDS, BlobKey, BlobRecord, Claim, Event, RunClaims
+from .state import BlobState, PushState, Review, state_of_record
 
 DEFAULT_TABLE_PREFIX = "percept"
 MAX_KEY_BYTES = 1024  # PartitionKey and RowKey: up to 1 KiB each
@@ -529,16 +529,18 @@ class TableLedger(RunClaims):
 
             def decide(current: dict[str, Any] | None, review: str = review, key: BlobKey = key) -> _Write:
                 now = _now()
-                facts = RecordFacts(review, current["state"] if current else None)
-                state = state_of_record(facts)
-                taken_over = state is BlobState.PUSHING and (
-                    current["claim"] == run_id
-                    or self._claim_is_dead(current.get("claim"), current.get("claimed_at"), now)
+                found = current or {}
+                kept_out = self.kept_out(
+                    review,
+                    found.get("state"),
+                    found.get("claim"),
+                    found.get("claimed_at"),
+                    run_id,
+                    retry_failed=retry_failed,
+                    now=now,
                 )
-                if facts.push_state == PushState.FAILED and not retry_failed:
-                    return _Write(None, BlobState.FAILED)
-                if not taken_over and refusal(Action.PUSH, state) is not None:
-                    return _Write(None, state)
+                if kept_out is not None:
+                    return _Write(None, kept_out)
                 entity = self._push_entity(key, project_id, current)
                 entity.update(
                     state=PushState.PUSHING.value,
@@ -670,7 +672,7 @@ class TableLedger(RunClaims):
         claim: str | None = None,
     ) -> bool:
         """Record a failed push. With `claim`, only while that claim holds the item: False when it does not."""
-        outcome = PushState.FAILED if retryable else "rejected by Custom Vision"
+        outcome = self.failure_outcome(retryable)
         event_details = {"reason": reason, "retryable": retryable, **(details or {})}
 
         def change(entity: dict[str, Any]) -> dict[str, Any] | None:
