@@ -18,6 +18,7 @@ help:
 	@echo "make run            set everything up, start the local stack with demo data and the app on http://127.0.0.1:$(APP_PORT)"
 	@echo "make test           set everything up and run the whole test suite"
 	@echo "make devstack       start only the local stack (Azurite, MM and Custom Vision emulators); writes $(STATE)/env"
+	@echo "                    LEDGER=table: the settings name the shared ledger on Azurite's tables (also for make run)"
 	@echo "make devstack-down  stop the local stack"
 	@echo "make app            run the app alone (settings from the environment, .env or $(STATE)/env)"
 	@echo "make bench          benchmarks against the original sample and the service limits (QUICK=1 for a short run)"
@@ -57,7 +58,7 @@ setup: $(VENV)/.installed devstack/node_modules/.installed
 # --- the local stack and the app --------------------------------------------------------------
 
 devstack: setup
-	$(PY) -m devstack up --state $(STATE) $(if $(PROFILE),--profile $(PROFILE),)
+	$(PY) -m devstack up --state $(STATE) $(if $(PROFILE),--profile $(PROFILE),) $(if $(LEDGER),--ledger $(LEDGER),)
 
 devstack-down:
 	@test -x $(PY) && $(PY) -m devstack down --state $(STATE) || true

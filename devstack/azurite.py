@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -11,6 +12,13 @@ from pathlib import Path
 
 DEVSTACK_DIR = Path(__file__).resolve().parent
 AZURITE_BLOB = DEVSTACK_DIR / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_TABLE = DEVSTACK_DIR / "node_modules" / ".bin" / "azurite-table"
+_COMMON_OPTIONS = [
+    "--skipApiVersionCheck",  # the Python SDK may be newer than this Azurite
+    "--loose",
+    "--disableProductStyleUrl",
+    "--disableTelemetry",
+]
 
 # Azurite's fixed development account (documented by Microsoft; not a secret).
 ACCOUNT_NAME = "devstoreaccount1"
@@ -24,6 +32,13 @@ def connection_string(host: str, port: int) -> str:
     )
 
 
+def table_connection_string(host: str, port: int) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+        f"TableEndpoint=http://{host}:{port}/{ACCOUNT_NAME};"
+    )
+
+
 def azurite_command(*, host: str, port: int, location: str | None) -> list[str]:
     """The blob service only; in memory when `location` is None, else persisted there."""
     if not AZURITE_BLOB.exists():
@@ -34,16 +49,20 @@ def azurite_command(*, host: str, port: int, location: str | None) -> list[str]:
         host,
         "--blobPort",
         str(port),
-        "--skipApiVersionCheck",  # the Python SDK may be newer than this Azurite
-        "--loose",
-        "--disableProductStyleUrl",
-        "--disableTelemetry",
+        *_COMMON_OPTIONS,
     ]
     if location is None:
         command.append("--inMemoryPersistence")
     else:
         command += ["--location", location]
     return command
+
+
+def azurite_table_command(*, host: str, port: int, location: str) -> list[str]:
+    """The Table service, persisted in `location` (stop it with SIGINT, see stop_process)."""
+    if not AZURITE_TABLE.exists():
+        raise FileNotFoundError(f"{AZURITE_TABLE} is missing: run `make setup` (npm ci in devstack/).")
+    return [str(AZURITE_TABLE), "--tableHost", host, "--tablePort", str(port), "--location", location, *_COMMON_OPTIONS]
 
 
 def wait_for_port(host: str, port: int, *, timeout: float, process: subprocess.Popen | None = None) -> None:
@@ -91,9 +110,13 @@ class AzuriteProcess:
 
 
 def stop_process(process: subprocess.Popen) -> None:
-    """End an Azurite service: asked first, killed when it does not go within 10 s."""
+    """End an Azurite service: asked first, killed when it does not go within 10 s.
+
+    Asked with SIGINT: the Table service saves its data on SIGINT only (SIGTERM ends it with up to its last
+    five seconds of writes unsaved); the Blob service takes either.
+    """
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signal.SIGINT)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:

@@ -1,6 +1,7 @@
 """Start and stop the local stack in the background: Azurite, the MM emulator, the Custom Vision emulator.
 
     python -m devstack up [--state .devstack] [--images N] [--no-seed] [--profile default|strict]
+                          [--ledger sqlite|table]
     python -m devstack down [--state .devstack]
     python -m devstack status [--state .devstack]
 
@@ -10,6 +11,9 @@ made once and kept in `<state>/secrets.json` (mode 0600), so a restart keeps the
 `--profile strict` starts both emulators with the strict Azure profile (devstack/profiles.py: the
 stricter reading of every service behaviour the public notes leave uncertain); a running stack with
 another profile is restarted with the one asked for (its data is kept).
+`--ledger table` writes the shared ledger's settings (Azurite's Table service, which the stack always runs)
+into `<state>/env` instead of `percept_ledger_path`: every process that loads that file, on any machine that
+reaches the stack, then shares one ledger, as hosts on Azure Table Storage do.
 """
 
 from __future__ import annotations
@@ -27,13 +31,21 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .azurite import azurite_command, connection_string, wait_for_port
+from .azurite import (
+    azurite_command,
+    azurite_table_command,
+    connection_string,
+    table_connection_string,
+    wait_for_port,
+)
 from .customvision_server import customvision_server_command
 from .mm_server import mm_server_command
 from .profiles import PROFILE_NAMES, get_profile
 
 HOST = "127.0.0.1"
-DEFAULT_PORTS = {"azurite": 10000, "mm": 8711, "customvision": 8712}
+DEFAULT_PORTS = {"azurite": 10000, "table": 10002, "mm": 8711, "customvision": 8712}
+LEDGERS = ("sqlite", "table")
+LEDGER_TABLE_PREFIX = "devstack"
 DEMO_PROJECT_NAME = "Percept retraining (demo)"
 DEMO_DETECTION_PROJECT_NAME = "Percept detection (demo)"
 DEMO_TAGS = ("person", "empty-shelf", "product", "false-positive")
@@ -111,6 +123,7 @@ def up(
     seed: bool = True,
     ports: dict[str, int] | None = None,
     profile: str = "default",
+    ledger: str = "sqlite",
 ) -> Path:
     paths = StackPaths(state)
     ports = {**DEFAULT_PORTS, **(ports or {})}
@@ -119,9 +132,12 @@ def up(
     values = _load_secrets(paths)
     storage = connection_string(HOST, ports["azurite"])
     running = _running(paths)
-    if len(running) == 3 and paths.running_profile() != profile:
+    if ledger not in LEDGERS:
+        raise SystemExit(f"devstack: the ledger is one of {', '.join(LEDGERS)}, not {ledger!r}")
+    everything = len(running) == len(DEFAULT_PORTS)
+    if everything and paths.running_profile() != profile:
         print(f"devstack: running with the {paths.running_profile()} profile; restarting with {profile}")
-    if len(running) < 3 or paths.running_profile() != profile:
+    if not everything or paths.running_profile() != profile:
         down(state, quiet=True)
         env = {
             **os.environ,
@@ -134,6 +150,12 @@ def up(
             "azurite": _spawn(
                 "azurite",
                 azurite_command(host=HOST, port=ports["azurite"], location=str(state / "azurite")),
+                paths,
+                env,
+            ),
+            "table": _spawn(
+                "table",
+                azurite_table_command(host=HOST, port=ports["table"], location=str(state / "azurite")),
                 paths,
                 env,
             ),
@@ -167,7 +189,8 @@ def up(
                     f"Is port {ports[name]} taken by another program?"
                 ) from None
         print(
-            f"devstack: Azurite on {HOST}:{ports['azurite']}, MM emulator on {HOST}:{ports['mm']}, "
+            f"devstack: Azurite on {HOST}:{ports['azurite']} (blobs) and {HOST}:{ports['table']} (tables), "
+            f"MM emulator on {HOST}:{ports['mm']}, "
             f"Custom Vision emulator on {HOST}:{ports['customvision']} ({profile} Azure profile)"
         )
     else:
@@ -175,7 +198,7 @@ def up(
 
     cv_endpoint = f"http://{HOST}:{ports['customvision']}"
     project_id = ensure_demo_projects(cv_endpoint, values["custom_vision_training_key"], state)
-    _write_env(paths, ports, values, storage, project_id)
+    _write_env(paths, ports, values, storage, project_id, ledger=ledger)
     if seed:
         from percept_core.config import Settings
 
@@ -218,7 +241,19 @@ def ensure_demo_projects(endpoint: str, training_key: str, state: Path) -> str:
     return classification.id
 
 
-def _write_env(paths: StackPaths, ports: dict[str, int], values: dict[str, str], storage: str, project_id: str) -> None:
+def _ledger_settings(paths: StackPaths, ports: dict[str, int], ledger: str) -> dict[str, str]:
+    """This machine's SQLite file, or the shared ledger on the stack's Table service."""
+    if ledger == "sqlite":
+        return {"percept_ledger_path": str((paths.state / "ledger.sqlite").resolve())}
+    return {
+        "percept_ledger_table_connection_string": table_connection_string(HOST, ports["table"]),
+        "percept_ledger_table_prefix": LEDGER_TABLE_PREFIX,
+    }
+
+
+def _write_env(
+    paths: StackPaths, ports: dict[str, int], values: dict[str, str], storage: str, project_id: str, *, ledger: str
+) -> None:
     settings = {
         # The original Azure Function's names, pointing at the local services.
         "AZURE_CLIENT_ID": "00000000-0000-0000-0000-00000000d5c1",
@@ -233,7 +268,7 @@ def _write_env(paths: StackPaths, ports: dict[str, int], values: dict[str, str],
         # Local additions: Azurite's connection string, the MM login secret (no Key Vault locally).
         "mm_storage_connection_string": storage,
         "mm_bootstrap_secret": values["mm_bootstrap_secret"],
-        "percept_ledger_path": str((paths.state / "ledger.sqlite").resolve()),
+        **_ledger_settings(paths, ports, ledger),
     }
     lines = ["# Written by `make devstack`: the local stack's settings. Load with: set -a; . .devstack/env; set +a"]
     lines += [f"{key}={shlex.quote(value)}" for key, value in settings.items()]
@@ -248,7 +283,7 @@ def down(state: Path, *, quiet: bool = False) -> None:
     running = _running(paths)
     for pid in running.values():
         with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGINT)  # Azurite's Table service saves its data on SIGINT only
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in running.values()) and time.monotonic() < deadline:
         time.sleep(0.1)  # waiting for processes to exit, with a deadline
@@ -279,6 +314,12 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument("--images", type=int, default=int(os.environ.get("DEVSTACK_IMAGES", "300")))
     start.add_argument("--no-seed", action="store_true")
     start.add_argument(
+        "--ledger",
+        default=os.environ.get("DEVSTACK_LEDGER", "sqlite"),
+        choices=LEDGERS,
+        help="the ledger the written settings name: this machine's SQLite file, or one shared on the stack's tables",
+    )
+    start.add_argument(
         "--profile",
         default=os.environ.get("DEVSTACK_PROFILE", "default"),
         choices=PROFILE_NAMES,
@@ -290,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     show.add_argument("--state", default=".devstack", type=Path)
     args = parser.parse_args(argv)
     if args.command == "up":
-        up(args.state, images=args.images, seed=not args.no_seed, profile=args.profile)
+        up(args.state, images=args.images, seed=not args.no_seed, profile=args.profile, ledger=args.ledger)
     elif args.command == "down":
         down(args.state)
     else:

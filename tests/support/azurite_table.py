@@ -7,10 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.azurite import ACCOUNT_KEY, ACCOUNT_NAME, DEVSTACK_DIR, stop_process, wait_for_port
+from devstack.azurite import azurite_table_command, stop_process, table_connection_string, wait_for_port
 from devstack.servers import free_port
-
-AZURITE_TABLE = DEVSTACK_DIR / "node_modules" / ".bin" / "azurite-table"
 
 
 @dataclass
@@ -20,41 +18,30 @@ class AzuriteTableProcess:
     process: subprocess.Popen
     host: str
     port: int
+    location: Path
 
     @property
     def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
-            f"TableEndpoint=http://{self.host}:{self.port}/{ACCOUNT_NAME};"
-        )
+        return table_connection_string(self.host, self.port)
 
     @classmethod
-    def start(cls, location: Path, *, host: str = "127.0.0.1") -> AzuriteTableProcess:
-        """Start the Table service with its data in `location` (its log goes there too)."""
-        if not AZURITE_TABLE.exists():
-            raise FileNotFoundError(f"{AZURITE_TABLE} is missing: run `make setup` (npm ci in devstack/).")
+    def start(cls, location: Path, *, host: str = "127.0.0.1", port: int | None = None) -> AzuriteTableProcess:
+        """Start the Table service with its data in `location` (its log goes there too), on `port` or a free one."""
         location.mkdir(parents=True, exist_ok=True)
-        port = free_port(host)
-        command = [
-            str(AZURITE_TABLE),
-            "--tableHost",
-            host,
-            "--tablePort",
-            str(port),
-            "--location",
-            str(location),
-            "--skipApiVersionCheck",  # the Python SDK may be newer than this Azurite
-            "--loose",
-            "--disableProductStyleUrl",
-            "--disableTelemetry",
-        ]
+        port = port or free_port(host)
+        command = azurite_table_command(host=host, port=port, location=str(location))
         log = open(location / "azurite-table.log", "ab")  # noqa: SIM115 - handed to the child
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "AZURITE_ACCOUNTS": ""}
         )
         log.close()
         wait_for_port(host, port, timeout=60, process=process)
-        return cls(process, host, port)
+        return cls(process, host, port, location)
+
+    def restart(self) -> None:
+        """Stop the service and start it again on the same port and data: a table service restarting mid-run."""
+        self.stop()
+        self.process = type(self).start(self.location, host=self.host, port=self.port).process
 
     def stop(self) -> None:
         stop_process(self.process)
