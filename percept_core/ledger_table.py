@@ -26,21 +26,42 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
+from .errors import AzureCall, from_azure
 from .ledger import LEASE_SECONDS, BlobKey, BlobRecord, Claim, Event, RunClaims
 from .state import BlobState, PushState, Review, state_of_record
 
 DEFAULT_TABLE_PREFIX = "percept"
 MAX_KEY_BYTES = 1024  # PartitionKey and RowKey: up to 1 KiB each
 WRITE_ATTEMPTS = 50  # optimistic retries of one entity before giving up (each lost race means progress elsewhere)
+# The SDK's retries of one request (429, 5xx, a connection refused or reset), backing off 0.5 s, 1 s, 2 s ... up to
+# 15 s apart and honouring Retry-After: about a minute and a half in all, so a table service that throttles or
+# restarts holds a run up instead of ending it.
+CLIENT_RETRIES = {
+    "retry_total": 10,
+    "retry_connect": 10,
+    "retry_read": 10,
+    "retry_status": 10,
+    "retry_backoff_factor": 0.5,
+    "retry_backoff_max": 15,
+}
+# Creates (POST) are retried too, which azure-core does not do by default after a lost answer or a 429 without
+# Retry-After: every write here is conditional (a create meets 409 if its first try landed, a replace or delete
+# 412), and each decision is taken again on what is there, so a retry never writes anything twice. The Tables
+# SDK builds its retry policy itself, so the methods go with each create call.
+CREATE_RETRIES = {"retry_on_methods": frozenset({"POST"})}
+_UNAVAILABLE_HINT = (
+    "The table service did not answer through a minute and a half of retries; nothing was recorded for this step. "
+    "Run it again when the service answers: the claims keep any blob from being pushed twice."
+)
 
 _UNSAFE_KEY_CHARS = re.compile(r"[%/\\#?|\x00-\x1f\x7f-\x9f]")
 _SEPARATOR = "|"  # escaped inside every part, so it only ever separates
@@ -107,13 +128,13 @@ class TableLedger(RunClaims):
 
     @classmethod
     def from_connection_string(cls, connection_string: str, **options: Any) -> TableLedger:
-        return cls(TableServiceClient.from_connection_string(connection_string), **options)
+        return cls(TableServiceClient.from_connection_string(connection_string, **CLIENT_RETRIES), **options)
 
     @classmethod
     def from_endpoint(cls, endpoint: str, credential: Any, **options: Any) -> TableLedger:
         """E.g. `https://<account>.table.core.windows.net` and DefaultAzureCredential (role: Storage Table Data
         Contributor)."""
-        return cls(TableServiceClient(endpoint=endpoint, credential=credential), **options)
+        return cls(TableServiceClient(endpoint=endpoint, credential=credential, **CLIENT_RETRIES), **options)
 
     @property
     def location(self) -> str:
@@ -126,9 +147,23 @@ class TableLedger(RunClaims):
     def close(self) -> None:
         self.service.close()
 
+    @contextlib.contextmanager
+    def _answering(self, doing: str) -> Iterator[None]:
+        """Turn the table service's failures (after the SDK's retries) into our ServiceError, naming no secret.
+
+        409, 412 and 404 pass through: they are the answers optimistic concurrency and point reads expect.
+        """
+        try:
+            yield
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            raise
+        except AzureError as exc:
+            call = AzureCall(f"the shared ledger at {self.location}", doing, hint=_UNAVAILABLE_HINT)
+            raise from_azure(exc, call) from None
+
     def _table(self, name: str) -> TableClient:
         table = self.service.get_table_client(f"{self.prefix}{name}")
-        with contextlib.suppress(ResourceExistsError):
+        with contextlib.suppress(ResourceExistsError), self._answering(f"create table {table.table_name}"):
             table.create_table()
         return table
 
@@ -142,10 +177,10 @@ class TableLedger(RunClaims):
     def _push_address(key: BlobKey, project_id: str) -> tuple[str, str]:
         return table_key(project_id), table_key(*key)
 
-    @staticmethod
-    def _get(table: TableClient, address: tuple[str, str]) -> TableEntity | None:
+    def _get(self, table: TableClient, address: tuple[str, str]) -> TableEntity | None:
         try:
-            return table.get_entity(*address)
+            with self._answering(f"read from table {table.table_name}"):
+                return table.get_entity(*address)
         except ResourceNotFoundError:
             return None
 
@@ -161,26 +196,8 @@ class TableLedger(RunClaims):
             current = self._get(table, address)
             write = decide(dict(current) if current is not None else None)
             try:
-                if write.entity is None:
-                    pass
-                elif write.entity is _DELETE:
-                    if current is not None:
-                        table.delete_entity(
-                            *address, etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified
-                        )
-                else:
-                    entity = _without_none(
-                        {**write.entity, "PartitionKey": address[0], "RowKey": address[1], "updated_at": _now()}
-                    )
-                    if current is None:
-                        table.create_entity(entity)
-                    else:
-                        table.update_entity(
-                            entity,
-                            mode=UpdateMode.REPLACE,
-                            etag=current.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                        )
+                with self._answering(f"write to table {table.table_name}"):
+                    self._write(table, address, current, write)
             except (ResourceExistsError, ResourceModifiedError):
                 continue
             except ResourceNotFoundError:
@@ -189,6 +206,28 @@ class TableLedger(RunClaims):
                 continue
             return write.result
         raise LedgerContention(f"{table.table_name} {address}: still changing after {WRITE_ATTEMPTS} attempts")
+
+    @staticmethod
+    def _write(table: TableClient, address: tuple[str, str], current: TableEntity | None, write: _Write) -> None:
+        """Create the entity if absent, else replace or delete it only if unchanged since `current` was read."""
+        if write.entity is None:
+            return
+        if write.entity is _DELETE:
+            if current is not None:
+                table.delete_entity(
+                    *address, etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified
+                )
+            return
+        entity = _without_none({**write.entity, "PartitionKey": address[0], "RowKey": address[1], "updated_at": _now()})
+        if current is None:
+            table.create_entity(entity, **CREATE_RETRIES)
+        else:
+            table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
 
     @staticmethod
     def _blob_entity(key: BlobKey, current: dict[str, Any] | None) -> dict[str, Any]:
@@ -204,8 +243,11 @@ class TableLedger(RunClaims):
     def _key_of(entity: dict[str, Any]) -> BlobKey:
         return entity["container"], entity["name"], entity["etag"]
 
-    def _query(self, table: TableClient, query: str, **parameters: Any) -> Iterable[TableEntity]:
-        return table.query_entities(query, parameters=parameters)
+    def _query(
+        self, table: TableClient, query: str, *, results_per_page: int | None = None, **parameters: Any
+    ) -> Iterator[TableEntity]:
+        with self._answering(f"query table {table.table_name}"):
+            yield from table.query_entities(query, parameters=parameters, results_per_page=results_per_page)
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -328,7 +370,7 @@ class TableLedger(RunClaims):
         pushes = (
             self._query(self._pushes, "PartitionKey eq @pk", pk=table_key(project_id))
             if project_id
-            else self._pushes.list_entities()
+            else self._query(self._pushes, "PartitionKey ne ''")
         )
         for row in pushes:
             counts[row["state"]] = counts.get(row["state"], 0) + 1
@@ -360,7 +402,7 @@ class TableLedger(RunClaims):
             parameters.update(day=_event_partition(datetime.fromisoformat(since).timestamp()), since=since)
         query = " and ".join(clauses) or "PartitionKey ne ''"
         found: list[Event] = []
-        for row in self._events.query_entities(query, parameters=parameters, results_per_page=limit or None):
+        for row in self._query(self._events, query, results_per_page=limit or None, **parameters):
             found.append(
                 Event(
                     int(row["event_id"]),
@@ -397,25 +439,28 @@ class TableLedger(RunClaims):
         at = _now()
         micros = int(at * 1_000_000)
         container, name, etag = key if key else (None, None, None)
-        self._events.create_entity(
-            _without_none(
-                {
-                    "PartitionKey": _event_partition(at),
-                    "RowKey": f"{_INVERTED_MICROS - micros:017d}-{uuid.uuid4().hex}",
-                    "event_id": str(micros * 1000 + secrets.randbelow(1000)),  # ordered by time, unique in practice
-                    "at": _iso(at),
-                    "actor": actor,
-                    "action": action,
-                    "container": container,
-                    "blob": name,
-                    "etag": etag,
-                    "project_id": project_id,
-                    "outcome": outcome,
-                    "image_id": image_id,
-                    "details": json.dumps(details) if details else None,
-                }
+        # A retry whose first answer was lost finds its own row (409): the event is there, once.
+        with contextlib.suppress(ResourceExistsError), self._answering("append to the audit trail"):
+            self._events.create_entity(
+                **CREATE_RETRIES,
+                entity=_without_none(
+                    {
+                        "PartitionKey": _event_partition(at),
+                        "RowKey": f"{_INVERTED_MICROS - micros:017d}-{uuid.uuid4().hex}",
+                        "event_id": str(micros * 1000 + secrets.randbelow(1000)),  # ordered by time, unique in practice
+                        "at": _iso(at),
+                        "actor": actor,
+                        "action": action,
+                        "container": container,
+                        "blob": name,
+                        "etag": etag,
+                        "project_id": project_id,
+                        "outcome": outcome,
+                        "image_id": image_id,
+                        "details": json.dumps(details) if details else None,
+                    }
+                ),
             )
-        )
 
     def log(
         self,
@@ -600,8 +645,12 @@ class TableLedger(RunClaims):
 
         def decide(current: dict[str, Any] | None) -> _Write:
             if claim is not None and not self._holds(current, claim):
+                if current is not None and current.get("settled_by") == claim and current["state"] != PushState.PUSHING:
+                    return _Write(None, (True, None))  # this run's own settlement, whose answer was lost and retried
                 return _Write(None, (False, current))
             changed = change(self._push_entity(key, project_id, current))
+            if changed is not None and claim is not None:
+                changed = {**changed, "settled_by": claim}
             return _Write(changed, (True, None))
 
         return self._modify(self._pushes, self._push_address(key, project_id), decide)

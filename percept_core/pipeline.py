@@ -34,7 +34,7 @@ from .customvision import (
     UploadItem,
     UploadResult,
 )
-from .errors import AuthenticationError, BlobError, CuratorError, StaleBlobError
+from .errors import AuthenticationError, BlobError, CuratorError, ServiceError, StaleBlobError
 from .images import ImageLimitError, PreparedImage, prepare_for_upload
 from .ledger import BlobKey, PushState
 from .protocols import BlobSource, Decryptor, PushLedger, PushTarget
@@ -550,8 +550,8 @@ class _Heartbeat:
                 continue
             try:
                 self.lost.update(self.ledger.heartbeat(keys, self.project_id, self.run_id))
-            except sqlite3.Error:
-                continue  # a busy or locked ledger: the next beat tries again, well within the lease
+            except (sqlite3.Error, ServiceError):
+                continue  # a busy file or an unanswering table service: the next beat tries again, within the lease
 
     def stop(self) -> None:
         self._stop.set()
