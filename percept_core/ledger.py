@@ -161,6 +161,9 @@ class RunClaims:
     so each reads the other's claims the same way. A backend calls `_identify()` once and sets `lease_seconds`."""
 
     lease_seconds: float
+    #: How many of a run's settlements may be in flight at once: one here (a file's writes take turns anyway);
+    #: a ledger across a network says more, so a batch's round trips overlap.
+    parallel_writes: int = 1
 
     def _identify(self) -> None:
         self.host = socket.gethostname()

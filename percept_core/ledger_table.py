@@ -1,16 +1,19 @@
 """The review ledger on Azure Table Storage: the SQLite ledger's contract, shared by every host that reaches it.
 
-Three tables under one prefix: `<prefix>blobs` (review facts of a blob version: partition = container),
-`<prefix>pushes` (push facts of a blob version for a project: partition = project) and `<prefix>events`
-(the audit trail: partition = day, newest first). Every write that depends on what is there is a
-read-modify-write taken with optimistic concurrency: create-if-absent (409 when another host created it
-first) or update with the ETag read (`If-Match`, 412 when another host wrote first), and the decision is
-taken again on the fresh entity; nothing is last-writer-wins. That is how a claim is taken exactly once
-across hosts. Events are only ever created (a new row key per event, never upserted): nothing in this
-module updates or deletes one. Table Storage has no transaction across tables, so an event is written
-after the state it reports: a host that dies between the two leaves the state without its event. For the
-same reason a claim reads the blob's review mark and then writes its claim: a rejection that lands between
-the two does not keep that claim off (SQLite does both in one transaction).
+Four tables under one prefix: `<prefix>blobs` (review facts of a blob version: partition = container),
+`<prefix>pushes` (push facts of a blob version for a project: partition = project), `<prefix>contents`
+(the project's image for a content's sha256: partition = project, so "is this frame in the project
+already" is one point read, not a scan) and `<prefix>events` (the audit trail: partition = day, newest
+first). A many-key call (a chunk's records or claims, a page's rejections) sends its keys' requests side
+by side. Every write that depends on what is there is a read-modify-write taken with optimistic
+concurrency: create-if-absent (409 when another host created it first) or update with the ETag read
+(`If-Match`, 412 when another host wrote first), and the decision is taken again on the fresh entity;
+nothing is last-writer-wins. That is how a claim is taken exactly once across hosts. Events are only ever
+created (a new row key per event, never upserted): nothing in this module updates or deletes one. Table
+Storage has no transaction across tables, so an event is written after the state it reports: a host that
+dies between the two leaves the state without its event. For the same reason a claim reads the blob's
+review mark and then writes its claim: a rejection that lands between the two does not keep that claim off
+(SQLite does both in one transaction).
 
 Keys: blob names may hold characters a PartitionKey/RowKey may not (`/`, `\\`, `#`, `?`, control
 characters), so they are percent-encoded; a key longer than the 1 KiB limit is replaced by its hash
@@ -24,12 +27,15 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 import time
 import uuid
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -41,6 +47,13 @@ from .state import BlobState, PushState, Review, state_of_record
 
 DEFAULT_TABLE_PREFIX = "percept"
 MAX_KEY_BYTES = 1024  # PartitionKey and RowKey: up to 1 KiB each
+# A many-key read of at least RANGE_READ_MIN_KEYS keys of one partition is one range query, given up for point
+# reads once it has returned RANGE_READ_SLACK times the keys asked for (plus a page) without reaching its end.
+RANGE_READ_MIN_KEYS = 4
+RANGE_READ_SLACK = 2
+RANGE_READ_PAGE = 1000  # the most rows Table Storage returns in one page
+CONCURRENT_REQUESTS = 16  # requests one ledger has in flight at once for a many-key call (each key is independent)
+OWN_WRITES_REMEMBERED = 4096  # entities a ledger remembers having written (a few runs' chunks in flight)
 WRITE_ATTEMPTS = 50  # optimistic retries of one entity before giving up (each lost race means progress elsewhere)
 # The SDK's retries of one request (429, 5xx, a connection refused or reset), backing off 0.5 s, 1 s, 2 s ... up to
 # 15 s apart and honouring Retry-After: about a minute and a half in all, so a table service that throttles or
@@ -64,6 +77,8 @@ _UNAVAILABLE_HINT = (
 )
 
 _UNSAFE_KEY_CHARS = re.compile(r"[%/\\#?|\x00-\x1f\x7f-\x9f]")
+T = TypeVar("T")
+R = TypeVar("R")
 _SEPARATOR = "|"  # escaped inside every part, so it only ever separates
 
 
@@ -84,6 +99,10 @@ def table_key(*parts: str) -> str:
     return "~" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()  # no `|`: never an escaped key
 
 
+class _Unread:
+    """The entity was not read beforehand: `_modify` reads it."""
+
+
 @dataclass(frozen=True)
 class _Write:
     """What a read-modify-write decided: the entity to write (None: nothing, _DELETE: remove it) and its result."""
@@ -93,6 +112,41 @@ class _Write:
 
 
 _DELETE: dict[str, Any] = {}
+
+
+class _WrittenEntity(dict):
+    """An entity as this ledger last wrote it, with the ETag the service gave it (read like a TableEntity)."""
+
+    def __init__(self, entity: dict[str, Any], etag: str) -> None:
+        super().__init__(entity)
+        self.metadata = {"etag": etag}
+
+
+class _OwnWrites:
+    """The entities this ledger wrote last (by table and keys; None: it deleted it), so the next write of one
+    (a claim's settlement, a heartbeat) is decided on it without reading it back. Another host's write since
+    makes that write fail on its ETag and the entity is read again, so a stale entry costs a round trip, never
+    a wrong write; a decision not to write is taken on a fresh read only (see `_modify`)."""
+
+    def __init__(self, size: int = OWN_WRITES_REMEMBERED) -> None:
+        self._entities: OrderedDict[tuple[str, str, str], _WrittenEntity | None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def __contains__(self, own: tuple[str, str, str]) -> bool:
+        with self._lock:
+            return own in self._entities
+
+    def get(self, own: tuple[str, str, str]) -> _WrittenEntity | None:
+        with self._lock:
+            return self._entities.get(own)
+
+    def put(self, own: tuple[str, str, str], entity: _WrittenEntity | None) -> None:
+        with self._lock:
+            self._entities[own] = entity
+            self._entities.move_to_end(own)
+            while len(self._entities) > self._size:
+                self._entities.popitem(last=False)
 
 
 def _now() -> float:
@@ -121,9 +175,14 @@ class TableLedger(RunClaims):
         self.service = service
         self.prefix = prefix
         self.lease_seconds = lease_seconds
+        # A many-key call (a chunk's records, claims, settlements) runs its keys' round trips side by side: one at
+        # a time, 64 frames' ledger work took longer than the quota's second per upload call.
+        self._requests = ThreadPoolExecutor(CONCURRENT_REQUESTS, thread_name_prefix="percept-ledger")
+        self._written = _OwnWrites()
         self._blobs = self._table("blobs")
         self._pushes = self._table("pushes")
         self._events = self._table("events")
+        self._contents = self._table("contents")
         self._identify()
 
     @classmethod
@@ -144,8 +203,18 @@ class TableLedger(RunClaims):
     def __repr__(self) -> str:
         return f"TableLedger({self.service.url!r}, prefix={self.prefix!r})"
 
+    parallel_writes = CONCURRENT_REQUESTS  # see RunClaims
+
     def close(self) -> None:
+        self._requests.shutdown(wait=True)
         self.service.close()
+
+    def _each(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """`work` applied to every item, CONCURRENT_REQUESTS at a time, results in the items' order."""
+        items = list(items)
+        if len(items) <= 1:
+            return [work(item) for item in items]
+        return list(self._requests.map(work, items))
 
     @contextlib.contextmanager
     def _answering(self, doing: str) -> Iterator[None]:
@@ -185,49 +254,69 @@ class TableLedger(RunClaims):
             return None
 
     def _modify(
-        self, table: TableClient, address: tuple[str, str], decide: Callable[[dict[str, Any] | None], _Write]
+        self,
+        table: TableClient,
+        address: tuple[str, str],
+        decide: Callable[[dict[str, Any] | None], _Write],
+        *,
+        read: TableEntity | type[_Unread] | None = _Unread,
     ) -> Any:
         """Read the entity, let `decide` say what to write, and write it only if nobody wrote in between.
 
         A lost race (409 on create, 412 on an ETag mismatch) reads again and decides again, so the decision
-        is always taken on what is there.
+        is always taken on what is there. `read` is the entity as a many-key read just found it (None: absent),
+        used for the first decision instead of reading it again.
         """
+        own = (table.table_name, *address)
+        fresh = read is _Unread and own not in self._written
+        current = self._get(table, address) if fresh else (read if read is not _Unread else self._written.get(own))
         for _ in range(WRITE_ATTEMPTS):
-            current = self._get(table, address)
             write = decide(dict(current) if current is not None else None)
+            if write.entity is None and not fresh:  # not to write is decided on a fresh read only
+                current, fresh = self._get(table, address), True
+                continue
             try:
                 with self._answering(f"write to table {table.table_name}"):
-                    self._write(table, address, current, write)
+                    self._written.put(own, self._write(table, address, current, write))
             except (ResourceExistsError, ResourceModifiedError):
+                current, fresh = self._get(table, address), True
                 continue
             except ResourceNotFoundError:
                 if write.entity is _DELETE:
+                    self._written.put(own, None)
                     return write.result  # someone else removed it first: gone either way
+                current, fresh = self._get(table, address), True
                 continue
             return write.result
         raise LedgerContention(f"{table.table_name} {address}: still changing after {WRITE_ATTEMPTS} attempts")
 
     @staticmethod
-    def _write(table: TableClient, address: tuple[str, str], current: TableEntity | None, write: _Write) -> None:
-        """Create the entity if absent, else replace or delete it only if unchanged since `current` was read."""
+    def _write(
+        table: TableClient, address: tuple[str, str], current: TableEntity | None, write: _Write
+    ) -> _WrittenEntity | None:
+        """Create the entity if absent, else replace or delete it only if unchanged since `current` was read.
+
+        Returns the entity as it now is (with its new ETag), None when it is gone.
+        """
         if write.entity is None:
-            return
+            return current
         if write.entity is _DELETE:
             if current is not None:
                 table.delete_entity(
                     *address, etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified
                 )
-            return
+            return None
         entity = _without_none({**write.entity, "PartitionKey": address[0], "RowKey": address[1], "updated_at": _now()})
         if current is None:
-            table.create_entity(entity, **CREATE_RETRIES)
+            answer = table.create_entity(entity, **CREATE_RETRIES)
         else:
-            table.update_entity(
+            answer = table.update_entity(
                 entity,
                 mode=UpdateMode.REPLACE,
                 etag=current.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
+        return _WrittenEntity(entity, answer["etag"])
 
     @staticmethod
     def _blob_entity(key: BlobKey, current: dict[str, Any] | None) -> dict[str, Any]:
@@ -243,6 +332,41 @@ class TableLedger(RunClaims):
     def _key_of(entity: dict[str, Any]) -> BlobKey:
         return entity["container"], entity["name"], entity["etag"]
 
+    def _read_many(
+        self, table: TableClient, addresses: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], TableEntity]:
+        """The entities found at `addresses` (absent ones left out), in few requests.
+
+        Keys of one partition that sort close together (a listing's chunk: blob names in order) come back in one
+        range query; the range is abandoned for point reads, side by side, when it holds many more rows than
+        were asked for (keys far apart), so a read never costs more than about twice the point reads.
+        """
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for partition, row in addresses:
+            wanted[partition].add(row)
+        found: dict[tuple[str, str], TableEntity] = {}
+        unread: list[tuple[str, str]] = []
+        for partition, rows in wanted.items():
+            if len(rows) < RANGE_READ_MIN_KEYS:
+                unread += [(partition, row) for row in rows]
+                continue
+            first, last = min(rows), max(rows)
+            budget = RANGE_READ_SLACK * len(rows) + RANGE_READ_PAGE
+            query = "PartitionKey eq @pk and RowKey ge @first and RowKey le @last"
+            rows_in_range = self._query(
+                table, query, results_per_page=RANGE_READ_PAGE, pk=partition, first=first, last=last
+            )
+            for seen, entity in enumerate(rows_in_range, start=1):
+                if entity["RowKey"] in rows:
+                    found[(partition, entity["RowKey"])] = entity
+                if seen > budget:
+                    unread += [(partition, row) for row in rows if (partition, row) not in found]
+                    break
+        for address, entity in zip(unread, self._each(lambda address: self._get(table, address), unread), strict=True):
+            if entity is not None:
+                found[address] = entity
+        return found
+
     def _query(
         self, table: TableClient, query: str, *, results_per_page: int | None = None, **parameters: Any
     ) -> Iterator[TableEntity]:
@@ -253,31 +377,42 @@ class TableLedger(RunClaims):
 
     def records(self, keys: Iterable[BlobKey], project_id: str | None = None) -> dict[BlobKey, BlobRecord]:
         """What the ledger knows of each key (keys it has never seen are absent): point reads, two per key."""
-        found: dict[BlobKey, BlobRecord] = {}
-        for key in dict.fromkeys(keys):
-            fields: dict[str, Any] = {}
-            blob = self._get(self._blobs, self._blob_address(key))
-            if blob is not None:
-                fields.update(
-                    review=blob.get("review", Review.NEW.value),
-                    reason=blob.get("reason"),
-                    sha256=blob.get("sha256"),
-                    phash=blob.get("phash"),
-                )
-            if project_id is not None:
-                push = self._get(self._pushes, self._push_address(key, project_id))
-                if push is not None:
-                    fields.update(
-                        push_state=push["state"],
-                        image_id=push.get("image_id"),
-                        push_reason=push.get("reason"),
-                        tags=tuple(json.loads(push.get("tags") or "[]")),
-                    )
-                    if fields.get("sha256") is None:
-                        fields["sha256"] = push.get("sha256")
+        unique = list(dict.fromkeys(keys))
+        blobs = self._read_many(self._blobs, map(self._blob_address, unique))
+        pushes = (
+            self._read_many(self._pushes, (self._push_address(key, project_id) for key in unique))
+            if project_id is not None
+            else {}
+        )
+        found = {}
+        for key in unique:
+            blob = blobs.get(self._blob_address(key))
+            push = pushes.get(self._push_address(key, project_id)) if project_id is not None else None
+            fields = self._record_fields(blob, push)
             if fields:
                 found[key] = BlobRecord(key, **fields)
         return found
+
+    @staticmethod
+    def _record_fields(blob: TableEntity | None, push: TableEntity | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if blob is not None:
+            fields.update(
+                review=blob.get("review", Review.NEW.value),
+                reason=blob.get("reason"),
+                sha256=blob.get("sha256"),
+                phash=blob.get("phash"),
+            )
+        if push is not None:
+            fields.update(
+                push_state=push["state"],
+                image_id=push.get("image_id"),
+                push_reason=push.get("reason"),
+                tags=tuple(json.loads(push.get("tags") or "[]")),
+            )
+            if fields.get("sha256") is None:
+                fields["sha256"] = push.get("sha256")
+        return fields
 
     def record(self, key: BlobKey, project_id: str | None = None) -> BlobRecord:
         return self.records([key], project_id).get(key, BlobRecord(key))
@@ -309,12 +444,14 @@ class TableLedger(RunClaims):
 
     def blob_models(self, keys: Iterable[BlobKey]) -> dict[BlobKey, tuple[str | None, str | None]]:
         """(model name, model version) of each key the ledger knows them for (activity charts)."""
-        found: dict[BlobKey, tuple[str | None, str | None]] = {}
-        for key in dict.fromkeys(keys):
-            blob = self._get(self._blobs, self._blob_address(key))
-            if blob is not None and blob.get("model_name") is not None:
-                found[key] = (blob["model_name"], blob.get("model_version"))
-        return found
+        unique = list(dict.fromkeys(keys))
+        blobs = self._read_many(self._blobs, map(self._blob_address, unique))
+        found = {key: blobs.get(self._blob_address(key)) for key in unique}
+        return {
+            key: (blob["model_name"], blob.get("model_version"))
+            for key, blob in found.items()
+            if blob is not None and blob.get("model_name") is not None
+        }
 
     def known_models(self) -> list[tuple[str, str | None]]:
         """Every (model name, version) the ledger has seen, sorted: choices for a filter."""
@@ -344,14 +481,24 @@ class TableLedger(RunClaims):
         )
 
     def pushed_image_for_content(self, project_id: str, sha256: str) -> str | None:
-        rows = self._query(
-            self._pushes,
-            "PartitionKey eq @pk and state eq @state and sha256 eq @sha",
-            pk=table_key(project_id),
-            state=PushState.PUSHED,
-            sha=sha256,
-        )
-        return next((row["image_id"] for row in rows if row.get("image_id")), None)
+        """The project's image with this content, if a push recorded one: a point read of the content index."""
+        row = self._get(self._contents, (table_key(project_id), table_key(sha256)))
+        return row.get("image_id") if row is not None else None
+
+    def _remember_content(self, project_id: str, sha256: str, image_id: str) -> None:
+        """Index the image by its content; the first image recorded for a content stays (as the project keeps)."""
+        row = {"PartitionKey": table_key(project_id), "RowKey": table_key(sha256), "image_id": image_id}
+        with contextlib.suppress(ResourceExistsError), self._answering("index an image by its content"):
+            self._contents.create_entity(row, **CREATE_RETRIES)
+
+    def _forget_content(self, project_id: str, sha256: str, image_id: str | None) -> None:
+        address = (table_key(project_id), table_key(sha256))
+        row = self._get(self._contents, address)
+        if row is not None and row.get("image_id") == image_id:
+            with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError), self._answering("unindex an image"):
+                self._contents.delete_entity(
+                    *address, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified
+                )
 
     def pushed_image_count(self, project_id: str) -> int:
         """How many distinct project images the ledger knows of (a new or lost ledger knows fewer than the project)."""
@@ -496,8 +643,8 @@ class TableLedger(RunClaims):
 
     def _review_many(self, keys: Iterable[BlobKey], review: str, reason: str | None, actor: str, action: str) -> int:
         keys = list(keys)
-        for key in keys:
-            self._set_review(key, review, reason, actor)
+        self._each(lambda key: self._set_review(key, review, reason, actor), keys)
+        for key in keys:  # the audit trail in the order the reviewer gave
             self._event(actor, action, key, outcome=review, details={"reason": reason} if reason else None)
         return len(keys)
 
@@ -526,9 +673,7 @@ class TableLedger(RunClaims):
 
     def note_models(self, blobs: Iterable[tuple[BlobKey, str | None, str | None]], *, actor: str = "system") -> None:
         """Remember which model (name, version) each blob came from; changes no review state, logs no event."""
-        for key, name, version in blobs:
-            if name or version:
-                self._note_model(key, name, version, actor)
+        self._each(lambda blob: self._note_model(*blob, actor), [blob for blob in blobs if blob[1] or blob[2]])
 
     def _note_model(self, key: BlobKey, name: str | None, version: str | None, actor: str) -> None:
         def decide(current: dict[str, Any] | None) -> _Write:
@@ -566,13 +711,14 @@ class TableLedger(RunClaims):
         As `Ledger.claim`; each claim is created if absent or written with the ETag it was decided on, so of
         two hosts claiming one key at once exactly one gets it.
         """
-        claimed: list[BlobKey] = []
-        skipped: dict[BlobKey, BlobState] = {}
-        for key in keys:
-            blob = self._get(self._blobs, self._blob_address(key))
+        blobs = self._read_many(self._blobs, map(self._blob_address, keys))
+        pushes = self._read_many(self._pushes, (self._push_address(key, project_id) for key in keys))
+
+        def claim_one(key: BlobKey) -> BlobState | None:
+            blob = blobs.get(self._blob_address(key))
             review = blob.get("review", Review.NEW.value) if blob is not None else Review.NEW.value
 
-            def decide(current: dict[str, Any] | None, review: str = review, key: BlobKey = key) -> _Write:
+            def decide(current: dict[str, Any] | None) -> _Write:
                 now = _now()
                 found = current or {}
                 kept_out = self.kept_out(
@@ -596,7 +742,12 @@ class TableLedger(RunClaims):
                 )
                 return _Write(entity, None)
 
-            kept_out = self._modify(self._pushes, self._push_address(key, project_id), decide)
+            address = self._push_address(key, project_id)
+            return self._modify(self._pushes, address, decide, read=pushes.get(address))
+
+        claimed: list[BlobKey] = []
+        skipped: dict[BlobKey, BlobState] = {}
+        for key, kept_out in zip(keys, self._each(claim_one, keys), strict=True):
             if kept_out is None:
                 claimed.append(key)
             else:
@@ -608,28 +759,24 @@ class TableLedger(RunClaims):
 
     def heartbeat(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> list[BlobKey]:
         """Keep this run's claims fresh; returns the keys whose claim this run no longer holds."""
-        lost: list[BlobKey] = []
-        for key in keys:
 
-            def decide(current: dict[str, Any] | None) -> _Write:
-                if not self._holds(current, run_id):
-                    return _Write(None, False)
-                return _Write({**current, "claimed_at": _now()}, True)
+        def decide(current: dict[str, Any] | None) -> _Write:
+            if not self._holds(current, run_id):
+                return _Write(None, False)
+            return _Write({**current, "claimed_at": _now()}, True)
 
-            if not self._modify(self._pushes, self._push_address(key, project_id), decide):
-                lost.append(key)
-        return lost
+        held = self._each(lambda key: self._modify(self._pushes, self._push_address(key, project_id), decide), keys)
+        return [key for key, still in zip(keys, held, strict=True) if not still]
 
     def release(self, keys: Sequence[BlobKey], project_id: str, run_id: str) -> None:
         """Give back this run's claims on items it did not push (cancelled, undecryptable): no trace is left."""
-        for key in keys:
 
-            def decide(current: dict[str, Any] | None) -> _Write:
-                if self._holds(current, run_id) and not current.get("image_id"):
-                    return _Write(_DELETE)
-                return _Write(None)
+        def decide(current: dict[str, Any] | None) -> _Write:
+            if self._holds(current, run_id) and not current.get("image_id"):
+                return _Write(_DELETE)
+            return _Write(None)
 
-            self._modify(self._pushes, self._push_address(key, project_id), decide)
+        self._each(lambda key: self._modify(self._pushes, self._push_address(key, project_id), decide), keys)
 
     def _settle(
         self,
@@ -705,6 +852,8 @@ class TableLedger(RunClaims):
         if not written:
             self._claim_lost(key, project_id, claim or "", actor, outcome, found, {"image_id": image_id})
             return False
+        if sha256 and image_id:
+            self._remember_content(project_id, sha256, image_id)
         self._event(actor, "push", key, project_id=project_id, outcome=outcome, image_id=image_id, details=details)
         return True
 
@@ -746,7 +895,10 @@ class TableLedger(RunClaims):
 
     def forget_push(self, key: BlobKey, project_id: str, *, actor: str, reason: str) -> None:
         """Drop a push record whose image is gone from the project (deleted in the portal), so it can go again."""
+        gone = self._get(self._pushes, self._push_address(key, project_id))
         self._modify(self._pushes, self._push_address(key, project_id), lambda current: _Write(_DELETE))
+        if gone is not None and gone.get("sha256"):
+            self._forget_content(project_id, gone["sha256"], gone.get("image_id"))
         self._event(actor, "forget-push", key, project_id=project_id, outcome="forgotten", details={"reason": reason})
 
     def record_tags(

@@ -202,6 +202,19 @@ class _Prepared:
     image: PreparedImage
 
 
+@dataclass(frozen=True)
+class _Settlement:
+    """One item's outcome, to be recorded in the ledger and reported."""
+
+    blob: RetrainingBlob
+    outcome: Outcome
+    reason: str
+    image_id: str | None = None
+    sha256: str | None = None
+    fitted: str | None = None
+    service_status: str | None = None
+
+
 def version_label(blob: RetrainingBlob) -> str:
     return f"{blob.model_name or '?'} {blob.model_version or '?'}"
 
@@ -594,6 +607,7 @@ class _Run:
         self._claimed_lock = threading.Lock()
         self.content_leader: dict[str, BlobKey] = {}  # sha256 -> the blob of this run that carries it
         self.followers: dict[BlobKey, list[_Prepared]] = defaultdict(list)
+        self._settler: ThreadPoolExecutor | None = None  # a batch's settlements side by side (ledger.parallel_writes)
         # What one upload may wait in all (retries, Retry-After, quota), well under the lease: an item stuck
         # behind a throttled service gives up (and is retried by the next run) rather than sit on its claim.
         self.wait_budget = self.ledger.lease_seconds / 2
@@ -636,19 +650,43 @@ class _Run:
         fitted: str | None = None,
         service_status: str | None = None,
     ) -> None:
+        self.settle_all([_Settlement(blob, outcome, reason, image_id, sha256, fitted, service_status)])
+
+    def settle_all(self, settlements: Sequence[_Settlement]) -> None:
+        """Record each outcome in the ledger (side by side where the ledger allows) and report them in order."""
+        if len(settlements) > 1 and self.ledger.parallel_writes > 1:
+            if self._settler is None:
+                self._settler = ThreadPoolExecutor(self.ledger.parallel_writes, thread_name_prefix="percept-settle")
+            held = list(self._settler.map(self.record, settlements))
+        else:
+            held = [self.record(settlement) for settlement in settlements]
+        for settlement, still_held in zip(settlements, held, strict=True):
+            blob, outcome, reason = settlement.blob, settlement.outcome, settlement.reason
+            if not still_held:
+                said = f"{outcome}: {reason}" if reason else str(outcome)
+                outcome, reason = Outcome.SKIPPED, f"another run took it over before this run recorded it ({said})"
+            self.emit(
+                ItemOutcome(
+                    blob.name, blob.etag, outcome, reason, settlement.image_id, version_label(blob), settlement.fitted
+                )
+            )
+
+    def record(self, settlement: _Settlement) -> bool:
+        """Write one outcome to the ledger; False when this run no longer held the item's claim."""
+        blob, outcome, reason = settlement.blob, settlement.outcome, settlement.reason
         key = blob.key
         details = {"reason": reason} if reason else {}
-        if fitted:
-            details["fitted"] = fitted
-        if service_status:
-            details["custom_vision_status"] = service_status
+        if settlement.fitted:
+            details["fitted"] = settlement.fitted
+        if settlement.service_status:
+            details["custom_vision_status"] = settlement.service_status
         held = True  # every write names this run's claim: one that lost it must not overwrite another run's
         if outcome in (Outcome.PUSHED, Outcome.DUPLICATE):
             held = self.ledger.record_pushed(
                 key,
                 self.project_id,
-                image_id=image_id or "",
-                sha256=sha256,
+                image_id=settlement.image_id or "",
+                sha256=settlement.sha256,
                 tags=self.tag_names,
                 actor=self.actor,
                 outcome=str(outcome),
@@ -666,17 +704,14 @@ class _Run:
                 reason=reason,
                 actor=self.actor,
                 retryable=outcome == Outcome.FAILED,
-                sha256=sha256,
+                sha256=settlement.sha256,
                 details=details or None,
                 claim=self.run_id,
             )
         elif outcome == Outcome.SKIPPED:  # changed since listed: no trace, it stays eligible
             self.ledger.release([key], self.project_id, self.run_id)
         self._unclaim([key])
-        if not held:
-            said = f"{outcome}: {reason}" if reason else str(outcome)
-            outcome, reason = Outcome.SKIPPED, f"another run took it over before this run recorded it ({said})"
-        self.emit(ItemOutcome(blob.name, blob.etag, outcome, reason, image_id, version_label(blob), fitted))
+        return held
 
     # -- stages ---------------------------------------------------------------------------------------
 
@@ -887,6 +922,8 @@ class _Run:
                     self.ledger.release(unsent, self.project_id, self.run_id)
                     self._unclaim(unsent)
                 heartbeat.stop()
+                if self._settler is not None:
+                    self._settler.shutdown(wait=True)
         stats = self.p.customvision.stats
         self.report.cancelled = self.cancel.cancelled
         self.report.seconds = time.monotonic() - self.started
@@ -988,10 +1025,12 @@ class _Run:
                     )
                     for p in batch
                 ]
-            for prepared, result in zip(batch, results, strict=True):
-                self.settle_upload(prepared, result)
+            pairs = list(zip(batch, results, strict=True))
+            self.settle_all([self.upload_settlement(prepared, result) for prepared, result in pairs])
+            for prepared, result in pairs:
+                self.settle_followers(prepared, result)
 
-    def settle_upload(self, prepared: _Prepared, result: UploadResult) -> None:
+    def upload_settlement(self, prepared: _Prepared, result: UploadResult) -> _Settlement:
         outcome = {
             PushStatus.PUSHED: Outcome.PUSHED,
             PushStatus.DUPLICATE: Outcome.DUPLICATE,
@@ -999,15 +1038,20 @@ class _Run:
             PushStatus.FAILED: Outcome.FAILED,
         }[result.status]
         image = prepared.image
-        self.settle(
+        return _Settlement(
             prepared.blob,
             outcome,
             result.reason if outcome != Outcome.PUSHED else "",
-            image_id=result.image_id if outcome in (Outcome.PUSHED, Outcome.DUPLICATE) else None,
-            sha256=image.sha256,
-            fitted=image.fitted,
-            service_status=result.service_status,
+            result.image_id if outcome in (Outcome.PUSHED, Outcome.DUPLICATE) else None,
+            image.sha256,
+            image.fitted,
+            result.service_status,
         )
+
+    def settle_followers(self, prepared: _Prepared, result: UploadResult) -> None:
+        """The frames of this run with the same content as `prepared`, settled as its upload went."""
+        outcome = self.upload_settlement(prepared, result).outcome
+        image = prepared.image
         for follower in self.followers.pop(prepared.blob.key, []):
             if outcome in (Outcome.PUSHED, Outcome.DUPLICATE):
                 self.settle_follower(follower, prepared, result)

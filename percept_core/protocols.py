@@ -73,6 +73,7 @@ class PushLedger(Protocol):
     """The ledger as the pipeline uses it: review state, claims with leases, push outcomes and audit events."""
 
     lease_seconds: float
+    parallel_writes: int  # settlements a run may have in flight at once
 
     def new_run_id(self) -> str: ...
 

@@ -22,6 +22,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from devstack.azurite import ACCOUNT_KEY, table_connection_string
 from devstack.servers import ServerHandle, serve_in_thread
 from devstack.storage_faults import storage_fault_proxy
+from percept_core import ledger_table
 from percept_core.errors import ServiceError
 from percept_core.ledger_table import TableLedger
 from percept_core.state import PushState, Review
@@ -358,3 +359,48 @@ def _interfere(table, address: tuple[str, str], current, how: str) -> None:
         table.create_entity(entity)
     else:
         table.update_entity(entity, mode=UpdateMode.MERGE)
+
+
+# --- many-key reads ------------------------------------------------------------------------------------------
+
+
+def test_many_key_reads_find_every_key_whether_its_neighbours_are_asked_for_or_not(table_service, monkeypatch):
+    """A chunk of neighbouring names is one range query; keys far apart, with many rows between them, and
+    keys never seen are read right too (the range gives way to point reads)."""
+    monkeypatch.setattr(ledger_table, "RANGE_READ_PAGE", 10)  # a small page: "many rows between" stays small
+    ledger = TableLedger.from_connection_string(table_service.connection_string, prefix=_prefix())
+    keys = [("data", f"cam/{i:04d}.jpg.dec", f"0x8D{i:04X}") for i in range(240)]
+    rejected = set(keys[::2])
+    ledger.reject(sorted(rejected), actor="ana")  # rows at every other name
+    point_reads: list = []
+    real_get = ledger._get
+    monkeypatch.setattr(ledger, "_get", lambda table, address: point_reads.append(address) or real_get(table, address))
+    neighbours = keys[100:124]
+    far_apart = [keys[0], keys[1], keys[120], keys[239], keys[238]]
+    never_seen = [("data", "cam/0100.jpg.dec", "0xOTHER"), ("other", "cam/0001.jpg.dec", "0x8D0001")]
+    for asked, range_only in ((neighbours, True), (far_apart + never_seen, False)):
+        point_reads.clear()
+        records = ledger.records(asked)
+        assert set(records) == {key for key in asked if key in rejected}
+        assert all(record.review == Review.REJECTED for record in records.values())
+        # Neighbours: the range alone. Far apart: the range gave up, and the keys it had not reached (the other
+        # partition's too) were read one by one.
+        assert not point_reads if range_only else 3 <= len(point_reads) < len(asked)
+
+
+def test_a_host_that_remembers_its_own_last_write_still_decides_on_what_another_host_wrote_since(table_service):
+    """Each ledger remembers what it wrote last, to write again without reading it back; another host's write
+    in between must still win: a write fails on its ETag and is decided again, and a decision to write nothing
+    is taken on a fresh read."""
+    prefix = _prefix()
+    ana, ben = (TableLedger.from_connection_string(table_service.connection_string, prefix=prefix) for _ in range(2))
+    ana.note_undecryptable(KEY, reason="integrity: tampered", actor="cli")
+    ben.restore([KEY], actor="ben")  # ben looked at it and put it back
+    ana.note_undecryptable(KEY, reason="integrity: tampered", actor="cli")  # the same finding, made again
+    assert ben.record(KEY).review == Review.UNDECRYPTABLE  # not skipped as "already noted" on ana's memory
+
+    ana.claim([OTHER], PROJECT, RUN, actor="cli")
+    ben.claim([OTHER], PROJECT, "run-b", actor="cli")  # kept out: ana's run is alive
+    ana.record_pushed(OTHER, PROJECT, image_id="img-1", sha256=SHA, tags=(), actor="cli", claim=RUN)
+    ben.forget_push(OTHER, PROJECT, actor="ben", reason="image deleted in the portal")
+    assert ana.claim([OTHER], PROJECT, "run-c", actor="cli")[0] == [OTHER]  # not kept out as "pushed"
