@@ -86,7 +86,7 @@ class FaultBed:
     sha256: dict[str, str]  # blob name -> its plaintext's sha256
 
 
-def _make_bed(stack, container: str, frames_count: int, versions, first_seed: int, rejected: slice) -> FaultBed:
+def make_bed(stack, container: str, frames_count: int, versions, first_seed: int, rejected: slice) -> FaultBed:
     names: list[str] = []
     digests: dict[str, str] = {}
     per_version = frames_count // len(versions) + 1
@@ -118,14 +118,14 @@ def fault_bed(profile, fault_stack, _beds) -> FaultBed:
     three of them are rejected by a reviewer in each case's ledger."""
     if profile not in _beds:
         container = "faults" if profile == "default" else f"faults{profile}"
-        _beds[profile] = _make_bed(fault_stack, container, FRAMES, VERSIONS, 10_000, slice(7, 10))
+        _beds[profile] = make_bed(fault_stack, container, FRAMES, VERSIONS, 10_000, slice(7, 10))
     return _beds[profile]
 
 
 @pytest.fixture(scope="session")
 def control_bed(stack) -> FaultBed:
     """A small bed for the negative controls: one model version (so one batch holds them all), two rejected."""
-    return _make_bed(stack, "faultcontrols", CONTROL_FRAMES, VERSIONS[:1], 90_000, slice(3, 5))
+    return make_bed(stack, "faultcontrols", CONTROL_FRAMES, VERSIONS[:1], 90_000, slice(3, 5))
 
 
 def make_fault_curator(stack, bed: FaultBed, tmp_path):
