@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as bench_data
-from . import decrypt, first_page, push, reviewer
+from . import decrypt, first_page, hosts, push, reviewer
 from .common import machine
+from .push import QUOTA_BOUND
 from .sczpy_worker import SczpyWorker
 from .stack import QUOTA_RATE, start
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("decrypt", "first_page", "push", "lost_ledger", "memory", "reviewer")
+BENCHMARKS = ("decrypt", "first_page", "push", "hosts", "lost_ledger", "memory", "reviewer")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Plan:
     push_repeats: int
     sample_blobs: int
     sample_repeats: int
+    hosts_blobs: int
+    hosts_repeats: int
     memory_sizes: tuple[int, int]
     memory_repeats: tuple[int, int]
     profile_blobs: int
@@ -54,6 +57,8 @@ FULL = Plan(
     push_repeats=3,
     sample_blobs=200,
     sample_repeats=2,
+    hosts_blobs=2_000,
+    hosts_repeats=2,
     memory_sizes=(2_000, 10_000),
     memory_repeats=(3, 2),
     profile_blobs=2_000,
@@ -69,6 +74,8 @@ QUICK = Plan(
     push_repeats=1,
     sample_blobs=20,
     sample_repeats=1,
+    hosts_blobs=400,
+    hosts_repeats=1,
     memory_sizes=(400, 2_000),
     memory_repeats=(1, 1),
     profile_blobs=400,
@@ -87,7 +94,7 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
         "machine": machine(),
         "plan": plan.__dict__,
     }
-    _log(f"{results['mode']} run; starting Azurite, the MM emulator and two Custom Vision emulators")
+    _log(f"{results['mode']} run; starting Azurite (blob and table), the MM emulator and two Custom Vision emulators")
     stack = start()
     try:
         seeder = bench_data.Seeder(stack)
@@ -107,6 +114,8 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
         if "push" in only:
             container(plan.push_blobs)
             container(plan.sample_blobs)
+        if "hosts" in only:
+            container(plan.hosts_blobs)
         if "lost_ledger" in only:
             container(plan.sample_blobs)
         if "memory" in only:
@@ -151,6 +160,16 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
                     sample_repeats=plan.sample_repeats,
                     versions=seeder.versions(plan.push_blobs),
                 )
+        if "hosts" in only:
+            _log(
+                f"push at {QUOTA_RATE:g} transaction/s from 3 and 1 hosts on the shared ledger (Table service) and "
+                f"1 on SQLite: {plan.hosts_blobs:,} blobs x {plan.hosts_repeats}"
+            )
+            results.setdefault("push", {}).update(
+                hosts.run(
+                    stack, container=container(plan.hosts_blobs), blobs=plan.hosts_blobs, repeats=plan.hosts_repeats
+                )
+            )
         if "lost_ledger" in only:
             _log(f"lost ledger: push all untagged of {plan.sample_blobs} frames already in the project, fresh ledger")
             results["lost_ledger"] = push.lost_ledger(
@@ -292,6 +311,56 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                 _verdict(p["throttled_429_seen_by_caller"] == 0),
             )
         )
+    if "hosts3_table" in p:
+        for name, label, target in (
+            ("hosts3_table", "3 hosts, shared ledger (Table)", 0.85),
+            ("hosts1_table", "1 host, shared ledger (Table)", None),
+            ("hosts1_sqlite", "1 host, SQLite", None),
+        ):
+            h = p[name]
+            out.append(
+                (
+                    f"push {h['blobs']:,} @{QUOTA_RATE:g} TPS, {label}",
+                    _fmt(h["images_per_s"], " img/s"),
+                    _fmt(QUOTA_BOUND, " img/s (bound)", 0),
+                    _fmt(h["vs_quota_bound"], "", 2),
+                    f">= {target:.2f}" if target else "-",
+                    _verdict(h["vs_quota_bound"] >= target) if target else "info",
+                )
+            )
+        out.append(
+            (
+                "429s reaching the caller (1 and 3 hosts)",
+                _fmt(p["hosts_throttled_429_seen_by_caller"]),
+                "-",
+                "-",
+                "0",
+                _verdict(p["hosts_throttled_429_seen_by_caller"] == 0),
+            )
+        )
+        h = p["hosts3_table"]
+        out.append(
+            (
+                "  3 hosts: blobs pushed twice / missing from the project",
+                f"{h['pushed_twice']} / {h['project_images_short']}",
+                "-",
+                "-",
+                "0 / 0",
+                _verdict(h["pushed_twice"] == 0 and h["project_images_short"] == 0),
+            )
+        )
+        for name, label in (("hosts3_table", "3 hosts"), ("hosts1_table", "1 host")):
+            h = p[name]
+            out.append(
+                (
+                    f"  shared ledger per image, {label}: table calls / ms",
+                    f"{_fmt(h['ledger_calls_per_image'])} / {_fmt(h['ledger_ms_per_image'], ' ms')}",
+                    "-",
+                    "-",
+                    "report",
+                    "info",
+                )
+            )
     if "unthrottled_images_per_s" in p:
         out.append(
             (
@@ -417,6 +486,26 @@ def explain(results: dict) -> str:
             f"{p['original_given_up_blobs']} of {p['original_sample_blobs']} blobs were given up after 5 tries "
             f"(immediate retries; a slower host retry would lose fewer, the rate stays ~1 image per second)"
         )
+    for name, label in (("hosts3_table", "3 hosts, shared ledger"), ("hosts1_table", "1 host, shared ledger")):
+        if name not in p:
+            continue
+        h = p[name]
+        b = h["time_budget_median_run"]
+        ops = sorted(h["ledger_requests_by_operation_median_run"].items(), key=lambda kv: -kv[1]["seconds"])
+        top = ", ".join(
+            f"{op} {v['requests'] / h['blobs']:.1f}/{v['seconds'] * 1000 / h['blobs']:.1f}" for op, v in ops[:6]
+        )
+        lines.append(
+            f"  push @{QUOTA_RATE:g} TPS, {label} (median run): {b['wall_seconds']:.1f} s against a "
+            f"{b['bound_seconds']:.2f} s bound = +{b['calls_beyond_the_bound_seconds']:.1f} s for the "
+            f"{b['service_accepted_calls']} calls the service took beyond {h['blobs'] / 64:g} full batches "
+            f"+{b['process_start_up_and_exit_seconds_fastest_host']:.1f} s process start-up "
+            f"+{b['quota_idle_seconds']:.1f} s with the quota idle; each host's ledger round trips "
+            f"{'/'.join(f'{x:.1f}' for x in b['ledger_round_trip_seconds_per_host'])} s of its "
+            f"{'/'.join(f'{x:.1f}' for x in b['pipeline_seconds_per_host'])} s push, one after another; "
+            f"CPU {b['cpu_busy_fraction'] * 100:.0f}% busy"
+        )
+        lines.append(f"    table calls/ms per image by operation: {top}")
     prof = p.get("profile")
     if prof:
         per_image = ", ".join(f"{k} {v:.1f}" for k, v in prof["cpu_ms_per_image"].items())
@@ -437,13 +526,26 @@ def flat(results: dict) -> dict:
     for section, names in {
         "decrypt": ("vs_sczpy", "vs_bound"),
         "first_page": ("vs_seed", "seconds"),
-        "push": ("vs_quota_bound", "throttled_429_seen_by_caller", "unthrottled_images_per_s"),
+        "push": (
+            "vs_quota_bound",
+            "throttled_429_seen_by_caller",
+            "unthrottled_images_per_s",
+            "hosts1_table.vs_quota_bound",
+            "hosts3_table.vs_quota_bound",
+            "hosts1_sqlite.vs_quota_bound",
+            "hosts_throttled_429_seen_by_caller",
+            "table_ledger_calls_per_image",
+            "table_ledger_ms_per_image",
+        ),
         "lost_ledger": ("upload_calls", "listing_calls"),
         "memory": ("peak_mb_2000", "peak_mb_10000", "growth"),
         "reviewer": ("open_page_seconds", "next_page_key_seconds", "key_to_selection_count_seconds"),
     }.items():
         for name in names:
-            keys[f"{section}.{name}"] = results.get(section, {}).get(name)
+            value = results.get(section, {})
+            for part in name.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            keys[f"{section}.{name}"] = value
     return keys
 
 

@@ -35,7 +35,7 @@ from .sczpy_worker import SczpyWorker
 from .stack import QUOTA_RATE, BenchStack, clean_environ
 
 QUOTA_BOUND = QUOTA_RATE * 64  # images per second
-_THROTTLE_WORDS = ("429", "rate limit", "throttl", "too many requests", "exceeded")
+THROTTLE_WORDS = ("429", "rate limit", "throttl", "too many requests", "exceeded")
 
 
 def _stats_delta(before: dict, after: dict) -> dict:
@@ -86,7 +86,7 @@ def cli_push(
     counts = document["counts"]
     landed = counts.get("pushed", 0) + counts.get("duplicate", 0)
     failed = [o for o in document["outcomes"] if o["outcome"] not in ("pushed", "duplicate", "skipped")]
-    throttled_seen = [o for o in failed if any(w in (o["reason"] or "").lower() for w in _THROTTLE_WORDS)]
+    throttled_seen = [o for o in failed if any(w in (o["reason"] or "").lower() for w in THROTTLE_WORDS)]
     shutil.rmtree(folder, ignore_errors=True)
     return {
         "exit_code": child.returncode,

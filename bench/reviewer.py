@@ -110,7 +110,7 @@ def _own_services(work: Path) -> Iterator[dict[str, str]]:
     from percept_core.config import Settings
 
     state = work / "stack"
-    ports = {name: free_port() for name in ("azurite", "mm", "customvision")}
+    ports = {name: free_port() for name in stack.DEFAULT_PORTS}
     try:
         with contextlib.redirect_stdout(sys.stderr):
             env_file = stack.up(state, seed=False, ports=ports)

@@ -1,10 +1,12 @@
 """The benchmarks' own services, each a separate process (never a thread of the measuring process).
 
-Azurite (persisted under `.devstack/bench/azurite`, so seeded containers survive between runs), the MM
-emulator (keys persisted under `.devstack/bench/mm`, so the seeded ciphertexts stay decryptable) and two
-Custom Vision emulators in memory: one limited to `--rate 1` (the quota-bound benchmark) and one without
-a limit. Ports are picked free at start, so `make devstack` (10000/8711/8712) and the tests are never
-disturbed; a lock file keeps two benchmark runs from sharing the state folder.
+Azurite (persisted under `.devstack/bench/azurite`, so seeded containers survive between runs), Azurite's
+Table service for the shared ledger (under `.devstack/bench/azurite-table`, emptied at every start: each
+measured run gets its own tables and drops them), the MM emulator (keys persisted under
+`.devstack/bench/mm`, so the seeded ciphertexts stay decryptable) and two Custom Vision emulators in
+memory: one limited to `--rate 1` (the quota-bound benchmark) and one without a limit. Ports are picked
+free at start, so `make devstack` (10000/8711/8712) and the tests are never disturbed; a lock file keeps
+two benchmark runs from sharing the state folder.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -22,7 +25,13 @@ from pathlib import Path
 
 import requests
 
-from devstack.azurite import azurite_command, connection_string, wait_for_port
+from devstack.azurite import (
+    azurite_command,
+    azurite_table_command,
+    connection_string,
+    table_connection_string,
+    wait_for_port,
+)
 from devstack.customvision_server import customvision_server_command
 from devstack.mm_server import mm_server_command
 from devstack.servers import free_port
@@ -70,6 +79,10 @@ class BenchStack:
         return connection_string(HOST, self.services["azurite"].port)
 
     @property
+    def table_connection_string(self) -> str:
+        return table_connection_string(HOST, self.services["azurite-table"].port)
+
+    @property
     def mm_url(self) -> str:
         return f"http://{HOST}:{self.services['mm'].port}"
 
@@ -92,9 +105,14 @@ class BenchStack:
         cv: str = "free",
         project_id: str | None = None,
         ledger: Path | None = None,
+        table_prefix: str | None = None,
         rate: float | None = None,
     ) -> dict[str, str]:
-        """The settings (by the names users write) of one run, as environment variables."""
+        """The settings (by the names users write) of one run, as environment variables.
+
+        The ledger is the SQLite file `ledger`, or the shared ledger's tables `table_prefix`* on the bench's
+        Table service (no `percept_ledger_path` then, as `make devstack LEDGER=table` writes it).
+        """
         values = {
             "mm_server_url": self.mm_url,
             "mm_storage_account": "devstoreaccount1",
@@ -110,6 +128,9 @@ class BenchStack:
             values["custom_vision_project_id"] = project_id
         if ledger is not None:
             values["percept_ledger_path"] = str(ledger)
+        if table_prefix is not None:
+            values["percept_ledger_table_connection_string"] = self.table_connection_string
+            values["percept_ledger_table_prefix"] = table_prefix
         return values
 
     def settings(self, **kwargs) -> Settings:
@@ -159,12 +180,31 @@ class BenchStack:
     def cv_stats(self, which: str) -> dict:
         return requests.get(self.cv_url(which) + "/_emulator/stats", timeout=10).json()
 
+    def image_count(self, which: str, project_id: str) -> int:
+        """How many images the project holds (tagged or not), as the emulator counts them."""
+        trainer = self.trainer(which)
+        return _with_429_retry(lambda: trainer.get_image_count(project_id))
+
+    # -- the shared ledger's tables -----------------------------------------------------------------
+
+    def drop_tables(self, prefix: str) -> None:
+        """Delete every table whose name starts with `prefix` (one measured run's shared ledger)."""
+        from azure.data.tables import TableServiceClient
+
+        with TableServiceClient.from_connection_string(self.table_connection_string) as service:
+            for table in list(service.list_tables()):
+                if table.name.startswith(prefix):
+                    service.delete_table(table.name)
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def stop(self) -> None:
         for service in self.services.values():
+            # Azurite's Table service ends cleanly on SIGINT only (devstack/azurite.py stop_process); the blob
+            # service takes either, the emulators SIGTERM.
+            ask = signal.SIGINT if service.name.startswith("azurite") else signal.SIGTERM
             with contextlib.suppress(OSError):
-                os.killpg(service.pid, signal.SIGTERM)
+                os.killpg(service.pid, ask)
         deadline = time.monotonic() + 15
         for service in self.services.values():
             remaining = max(0.1, deadline - time.monotonic())
@@ -256,7 +296,7 @@ def start(state: Path = STATE) -> BenchStack:
         raise SystemExit(f"bench: another benchmark run holds {state / 'lock'}; wait for it to finish") from None
     values = _load_secrets(state)
     stack = BenchStack(state, values, _lock_file=lock_file)
-    ports = {name: free_port(HOST) for name in ("azurite", "mm", "cv-quota", "cv-free")}
+    ports = {name: free_port(HOST) for name in ("azurite", "azurite-table", "mm", "cv-quota", "cv-free")}
     storage = connection_string(HOST, ports["azurite"])
     env = clean_environ(
         {
@@ -268,8 +308,13 @@ def start(state: Path = STATE) -> BenchStack:
     env.pop("CV_EMULATOR_FAULTS", None)
     env.pop("MM_EMULATOR_FAULTS", None)
     (state / "azurite").mkdir(exist_ok=True)
+    shutil.rmtree(state / "azurite-table", ignore_errors=True)  # nothing in it outlives a run
+    (state / "azurite-table").mkdir()
     commands = {
         "azurite": azurite_command(host=HOST, port=ports["azurite"], location=str(state / "azurite")),
+        "azurite-table": azurite_table_command(
+            host=HOST, port=ports["azurite-table"], location=str(state / "azurite-table")
+        ),
         "mm": mm_server_command(host=HOST, port=ports["mm"], state=state / "mm"),
     }
     for which, rate in (("quota", str(QUOTA_RATE)), ("free", "0")):
