@@ -207,6 +207,14 @@ def _decode_token(token: str) -> tuple[str | None, int]:
         raise CuratorError("That page token is not one this tool made.") from None
 
 
+def blob_service(settings: Settings) -> BlobServiceClient:
+    """The MM storage account's blob service: by connection string, or by URL with the settings' credential."""
+    if settings.mm_storage_connection_string:
+        return BlobServiceClient.from_connection_string(settings.mm_storage_connection_string)
+    settings.require("mm_storage_account")
+    return BlobServiceClient(settings.storage_account_url, credential=settings.credential())
+
+
 class RetrainingDataClient:
     """The `data` container: list, filter and page retraining blobs, and download them."""
 
@@ -227,13 +235,8 @@ class RetrainingDataClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RetrainingDataClient:
-        if settings.mm_storage_connection_string:
-            service = BlobServiceClient.from_connection_string(settings.mm_storage_connection_string)
-        else:
-            settings.require("mm_storage_account")
-            service = BlobServiceClient(settings.storage_account_url, credential=settings.credential())
         kwargs.setdefault("max_blob_bytes", settings.max_blob_bytes)
-        return cls(service.get_container_client(settings.mm_telemetry_storage_container), **kwargs)
+        return cls(blob_service(settings).get_container_client(settings.mm_telemetry_storage_container), **kwargs)
 
     def __repr__(self) -> str:
         return f"RetrainingDataClient({self.container_client.url!r})"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -19,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 from .blobs import BlobFilter
 from .config import ConfigError
 from .errors import BlobError, CuratorError
+from .exporting import ContainerDestination, FolderDestination, Include, container_destination, export
+from .exports import AzureMLDatastore
 from .memory import return_large_buffers_to_the_system
+from .private_files import create_private, replace_private
 from .state import state_of_record
 
 if TYPE_CHECKING:
@@ -122,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", parents=[common], help="start training the project")
     train.add_argument("--wait", action="store_true", help="wait until the iteration finishes")
+
+    exporter = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write the project's reviewed frames as COCO or YOLO files, or for Azure ML (AutoML for images)",
+    )
+    exporter.add_argument("--to", required=True, choices=("coco", "yolo", "azureml"), dest="format")
+    exporter.add_argument("--out", type=Path, help="coco, yolo: a folder private to you (0700, files 0600)")
+    exporter.add_argument("--container", help="azureml: a container of the storage account (created when missing)")
+    exporter.add_argument("--prefix", default="", help="azureml: the path in the container the files go under")
+    exporter.add_argument("--datastore", help="azureml: the Azure ML datastore that serves the container")
+    exporter.add_argument(
+        "--include",
+        choices=[include.value for include in Include],
+        default=Include.PUSHED.value,
+        help="every frame pushed to the project (default), or only those tagged",
+    )
+    exporter.add_argument("--validation", type=float, default=0.2, help="the fraction of frames for validation")
     return parser
 
 
@@ -155,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "restore": _restore,
             "status": _status,
             "train": _train,
+            "export": _export,
         }[args.command]
         return handler(curator, args, out)
     except ConfigError as exc:
@@ -217,9 +238,9 @@ def _decrypt(curator, args, out: _Output) -> int:
     plaintext = curator.decrypt(curator.blob(args.blob))
     try:
         if args.force:
-            _replace_private(target, plaintext)
+            replace_private(target, plaintext)
         else:
-            _create_private(target, plaintext)
+            create_private(target, plaintext)
     except FileExistsError:
         raise ConfigError(f"{target} exists; pass --force to replace it.") from None
     except OSError as exc:
@@ -229,46 +250,6 @@ def _decrypt(curator, args, out: _Output) -> int:
         f"decrypted {args.blob} to {target} ({len(plaintext):,} bytes)",
     )
     return EXIT_OK
-
-
-# O_EXCL never opens what is already there (a file, a symlink, a FIFO); O_NOFOLLOW says so again.
-_PRIVATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-def _create_private(path: Path, data: bytes) -> None:
-    """Write `data` to a new file only the user can read (0600 whatever the umask); nothing existing is opened."""
-    fd = os.open(path, _PRIVATE_FLAGS, 0o600)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)  # the umask can only take bits away: make it exactly 0600
-        with os.fdopen(fd, "wb") as handle:
-            fd = -1
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-
-
-def _replace_private(path: Path, data: bytes) -> None:
-    """Replace whatever is at `path` with a new private file, atomically: a symlink there is replaced, not
-    followed, and another hard link of an old file keeps its content."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    _create_private(temporary, data)
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # the rename itself survives a crash once the folder is synced
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
 
 def _progress_bar(out: _Output, total: int | None, description: str):
@@ -425,6 +406,36 @@ def _train(curator, args, out: _Output) -> int:
     }
     out.emit(document, f"iteration {iteration.name}: {iteration.status}")
     return EXIT_OK if iteration.status != "Failed" else EXIT_FAILURES
+
+
+def _export(curator, args, out: _Output) -> int:
+    destination: FolderDestination | ContainerDestination
+    datastore = None
+    if args.format == "azureml":
+        if not args.container or not args.datastore:
+            raise ConfigError("An Azure ML export needs --container and --datastore.")
+        try:
+            datastore = AzureMLDatastore(args.datastore)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        destination = container_destination(curator.settings, args.container, args.prefix)
+    else:
+        if args.out is None:
+            raise ConfigError(f"A {args.format} export needs --out, a folder to write it to.")
+        destination = FolderDestination(args.out)
+    summary = export(
+        curator,
+        destination,
+        format=args.format,
+        include=args.include,
+        validation_fraction=args.validation,
+        datastore=datastore,
+    )
+    lines = [f"exported {summary.frames} frames to {summary.destination} ({summary.added} new)"]
+    lines += [f"  {tag}: {count}" for tag, count in sorted(summary.per_tag.items())]
+    lines += [f"  left out {item.frame_id}: {item.reason}" for item in summary.left_out]
+    out.emit(summary.to_json(), "\n".join(lines))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -177,6 +177,14 @@ class TagNameError(CuratorError):
     reason = "invalid tag name"
 
 
+class ExportError(CuratorError):
+    """An export cannot be written as asked (a tag or file name its format cannot hold, a folder of another
+    export); nothing of this run was recorded as exported."""
+
+    reason = "export"
+    retryable = False
+
+
 class TrainingNotPossible(CustomVisionError):
     reason = "cannot train"
 

@@ -1,0 +1,356 @@
+"""Export a project's reviewed frames as dataset files, without Custom Vision in the loop for the images.
+
+The frames are the blobs the ledger records as pushed to the current project (`Include.PUSHED`), or only
+those with tags (`Include.TAGGED`); rejected and undecryptable frames never. Their tags come from the
+ledger; a detection project's boxes from the project's images (until the ledger keeps boxes too). Each image is
+decrypted in memory and written as the device encrypted it (no re-encoding), through a destination:
+
+- `FolderDestination`: a local folder the user named (COCO, YOLO, or the AutoML files), created 0700 with
+  files 0600, refused inside this repository's checkout;
+- `ContainerDestination`: a blob container (under a prefix) that an Azure ML datastore serves (AutoML).
+
+An export is resumable and idempotent: `manifest.json` at its root lists every frame written (file, size,
+side of the split), a run adds only frames not listed there (their sides never move, see
+`exports.split_frames`) and rewrites the annotation files; the ledger's audit trail gets one `export` event.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient
+from PIL import Image, UnidentifiedImageError
+
+from .blobs import RetrainingBlob, blob_service, storage_error
+from .boxes import Box
+from .errors import ConfigError, CuratorError, ExportError
+from .exports import (
+    AzureMLDatastore,
+    ExportLayout,
+    ExportTask,
+    FrameSplit,
+    LabelledFrame,
+    LeftOut,
+    Split,
+    automl_export,
+    coco_export,
+    export_file_name,
+    exportable,
+    frame_id_of,
+    split_frames,
+    task_of_project,
+    yolo_export,
+)
+from .private_files import replace_private
+from .state import BlobState
+
+FORMATS = ("coco", "yolo", "azureml")
+
+
+class Include(StrEnum):
+    """Which frames an export takes: every frame pushed to the project, or only those with labels."""
+
+    PUSHED = BlobState.PUSHED.value
+    TAGGED = "tagged"
+
+
+MANIFEST = "manifest.json"
+_REPOSITORY = Path(__file__).resolve().parents[1]
+_CHUNK = 256  # blobs whose ledger records (and project images) are read at once
+
+
+class Destination(Protocol):
+    """Where an export's files go, by POSIX path relative to its root."""
+
+    def describe(self) -> str: ...
+
+    def read(self, path: str) -> bytes | None: ...
+
+    def write(self, path: str, data: bytes) -> None: ...
+
+
+class FolderDestination:
+    """A local folder only the user can read: 0700, files 0600, never inside this repository's checkout."""
+
+    def __init__(self, root: Path) -> None:
+        root = Path(root).expanduser().resolve()
+        if (_REPOSITORY / "pyproject.toml").exists() and root.is_relative_to(_REPOSITORY):
+            raise ConfigError(
+                f"{root} is inside the repository; decrypted frames never go there.", hint="Choose a folder elsewhere."
+            )
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        self.root = root
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _path(self, path: str) -> Path:
+        target = (self.root / path).resolve()
+        if not target.is_relative_to(self.root):
+            raise ConfigError(f"{path!r} leaves the export folder.")
+        return target
+
+    def read(self, path: str) -> bytes | None:
+        target = self._path(path)
+        return target.read_bytes() if target.is_file() else None
+
+    def write(self, path: str, data: bytes) -> None:
+        """A new private file moved into place (a symlink there is replaced, never followed); folders 0700."""
+        target = self._path(path)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in [target.parent, *target.parent.parents]:
+            if folder == self.root:
+                break
+            os.chmod(folder, 0o700)
+        replace_private(target, data)
+
+
+class ContainerDestination:
+    """A prefix of a blob container, e.g. the one an Azure ML datastore serves."""
+
+    def __init__(self, container: ContainerClient, prefix: str = "") -> None:
+        self.container = container
+        self.prefix = prefix.strip("/")
+
+    def describe(self) -> str:
+        return f"{self.container.url}/{self.prefix}".rstrip("/")
+
+    def _name(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            return self.container.download_blob(self._name(path)).readall()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise storage_error(exc, f"read {self._name(path)!r}") from None
+
+    def write(self, path: str, data: bytes) -> None:
+        try:
+            self.container.upload_blob(self._name(path), data, overwrite=True)
+        except AzureError as exc:
+            raise storage_error(exc, f"write {self._name(path)!r}") from None
+
+
+@dataclass
+class ExportSummary:
+    """What an export holds after this run and what this run added."""
+
+    format: str
+    destination: str
+    frames: int = 0
+    added: int = 0
+    per_tag: dict[str, int] = field(default_factory=dict)
+    per_side: dict[str, int] = field(default_factory=dict)
+    left_out: list[LeftOut] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "destination": self.destination,
+            "frames": self.frames,
+            "added": self.added,
+            "per_tag": self.per_tag,
+            "per_side": self.per_side,
+            "left_out": [{"frame": item.frame_id, "reason": item.reason} for item in self.left_out],
+        }
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    blob: RetrainingBlob
+    tags: tuple[str, ...]
+    boxes: tuple[Box, ...]
+
+
+def container_destination(settings: Any, container: str, prefix: str = "") -> ContainerDestination:
+    """A container of the settings' storage account, created when missing."""
+    client = blob_service(settings).get_container_client(container)
+    try:
+        if not client.exists():
+            client.create_container()
+    except AzureError as exc:
+        raise storage_error(exc, f"create the container {container!r}") from None
+    return ContainerDestination(client, prefix)
+
+
+def export(
+    curator: Any,
+    destination: Destination,
+    *,
+    format: str,
+    include: str = Include.PUSHED,
+    validation_fraction: float = 0.2,
+    datastore: AzureMLDatastore | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ExportSummary:
+    """Write the project's reviewed frames in `format` ("coco", "yolo" or "azureml") to `destination`."""
+    if format not in FORMATS:
+        raise ConfigError(f"The export format is one of {', '.join(FORMATS)}, not {format!r}.")
+    if include not in tuple(Include):
+        raise ConfigError(f"What to include is one of {', '.join(Include)}, not {include!r}.")
+    project = curator.project()
+    task = task_of_project(project.kind, project.classification_type)
+    if format == "yolo" and task is not ExportTask.OBJECT_DETECTION:
+        raise ConfigError(
+            "YOLO label files hold boxes: this project classifies whole images.",
+            hint="Export it as COCO or for Azure ML, or export a detection project as YOLO.",
+        )
+    manifest = _read_manifest(destination, format, project.id)
+    summary = ExportSummary(format, destination.describe())
+    frames, images = _frames(curator, include, manifest, summary.left_out, progress)
+    kept, refused = exportable(frames, task)
+    summary.left_out += refused
+    previous = {frame_id: Split(entry["side"]) for frame_id, entry in manifest.items()}
+    try:
+        split = split_frames(kept, validation_fraction, previous=previous)
+        layout = _layout(format, split, task, datastore, getattr(destination, "prefix", ""))
+    except ValueError as exc:  # what the format cannot hold: a tag name, two frames of one file name
+        raise ExportError(str(exc)) from None
+    for frame in [*split.train, *split.validation]:
+        if frame.frame_id not in manifest:
+            destination.write(layout.image_paths[frame.frame_id], images.pop(frame.frame_id))
+            summary.added += 1
+    for path, data in layout.files.items():
+        destination.write(path, data)
+    sides = split.sides()
+    entries = {
+        frame.frame_id: {
+            "file": frame.file_name,
+            "width": frame.width,
+            "height": frame.height,
+            "side": sides[frame.frame_id],
+        }
+        for frame in [*split.train, *split.validation]
+    }
+    document = {"format": format, "project_id": project.id, "frames": entries}
+    destination.write(MANIFEST, json.dumps(document, indent=1, sort_keys=True).encode())
+    summary.frames = len(entries)
+    summary.per_side = dict(Counter(str(side) for side in sides.values()))
+    summary.per_tag = dict(
+        Counter(label for frame in kept for label in {*frame.tags, *(box.tag for box in frame.boxes)})
+    )
+    curator.ledger.log(
+        curator.actor,
+        "export",
+        project_id=project.id,
+        outcome=f"{summary.added} added, {summary.frames} in all",
+        details={"format": format, "destination": summary.destination, "left_out": len(summary.left_out)},
+    )
+    return summary
+
+
+def _read_manifest(destination: Destination, format: str, project_id: str) -> dict[str, dict[str, Any]]:
+    raw = destination.read(MANIFEST)
+    if raw is None:
+        return {}
+    try:
+        document = json.loads(raw)
+        frames = document["frames"]
+        same = document["format"] == format and document["project_id"] == project_id
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{destination.describe()} holds a {MANIFEST} this tool cannot read.") from None
+    if not same:
+        raise ConfigError(
+            f"{destination.describe()} holds a {document['format']} export of another project.",
+            hint="Export to an empty folder or prefix.",
+        )
+    return frames
+
+
+def _frames(
+    curator: Any,
+    include: str,
+    manifest: dict[str, dict[str, Any]],
+    left_out: list[LeftOut],
+    progress: Callable[[int], None] | None,
+) -> tuple[list[LabelledFrame], dict[str, bytes]]:
+    """The frames to export (sizes from the manifest, or from the decrypted image), and the new frames' bytes."""
+    frames: list[LabelledFrame] = []
+    images: dict[str, bytes] = {}
+    for candidate in _candidates(curator, include):
+        blob = candidate.blob
+        frame_id = frame_id_of(blob.container, blob.name, blob.etag)
+        known = manifest.get(frame_id)
+        if known is not None:
+            file_name, width, height = known["file"], known["width"], known["height"]
+        else:
+            try:
+                data = curator.decrypt(blob)
+                with Image.open(io.BytesIO(data)) as image:
+                    width, height, image_format = image.width, image.height, image.format or ""
+                file_name = export_file_name(frame_id, blob.name, image_format)
+            except (CuratorError, UnidentifiedImageError, ValueError) as exc:
+                left_out.append(LeftOut(frame_id, str(exc)))
+                continue
+            images[frame_id] = data
+        frames.append(
+            LabelledFrame(
+                frame_id,
+                file_name,
+                width,
+                height,
+                tags=candidate.tags,
+                boxes=candidate.boxes,
+                model_name=blob.model_name or "",
+                model_version=blob.model_version or "",
+            )
+        )
+        if progress:
+            progress(len(frames))
+    return frames, images
+
+
+def _candidates(curator: Any, include: str) -> Iterator[_Candidate]:
+    detection = curator.project().is_detection
+    chunk: list[RetrainingBlob] = []
+    for blob in curator.blobs(states=(BlobState.PUSHED,)):
+        chunk.append(blob)
+        if len(chunk) == _CHUNK:
+            yield from _labelled(curator, chunk, include, detection)
+            chunk = []
+    if chunk:
+        yield from _labelled(curator, chunk, include, detection)
+
+
+def _labelled(curator: Any, blobs: Sequence[RetrainingBlob], include: str, detection: bool) -> Iterator[_Candidate]:
+    records = curator.records(list(blobs))
+    boxes: dict[str, tuple[Box, ...]] = {}
+    if detection:
+        image_ids = [record.image_id for record in records.values() if record.image_id]
+        for image in curator.customvision.images_by_ids(image_ids):
+            boxes[image.id] = tuple(
+                Box(r["tag_name"], r["left"], r["top"], r["width"], r["height"]) for r in image.regions
+            )
+    for blob in blobs:
+        record = records.get(blob.key)
+        if record is None or record.state is not BlobState.PUSHED:
+            continue
+        labels = boxes.get(record.image_id or "", ())
+        if include == Include.TAGGED and not (record.tags or labels):
+            continue
+        yield _Candidate(blob, tuple(record.tags), labels)
+
+
+def _layout(
+    format: str, split: FrameSplit, task: ExportTask, datastore: AzureMLDatastore | None, prefix: str
+) -> ExportLayout:
+    if format == "coco":
+        return coco_export(split, task)
+    if format == "yolo":
+        return yolo_export(split, task)
+    if datastore is None:
+        raise ConfigError("Name the Azure ML datastore that serves the export's container (its image URLs name it).")
+    # AutoML's image URLs name the datastore's path: the container prefix the files go under.
+    return automl_export(split, task, datastore=datastore, prefix=prefix)

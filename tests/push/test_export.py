@@ -1,0 +1,104 @@
+"""`percept-curator export`: a project's reviewed frames written as COCO, YOLO or Azure ML files, from the ledger
+and the container, decrypted in memory; private on disk; adding only what is new when run again."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+import yaml
+from pycocotools.coco import COCO
+
+from percept_core import Curator
+from percept_core.blobs import blob_service
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def reviewed(demo, stack, project_id, run_cli):
+    """Six demo frames pushed tagged (four "person", two "product"), one rejected, the rest untouched."""
+    names = [b.name for b in Curator(stack.settings()).blobs() if b.name not in demo.bad.values()]
+    for tag, chosen in (("person", names[:4]), ("product", names[4:6])):
+        assert run_cli("push", "--tag", tag, *chosen, custom_vision_project_id=project_id).returncode == 0
+    assert run_cli("reject", names[6], custom_vision_project_id=project_id).returncode == 0
+    return names
+
+
+def _export(run_cli, project_id, *args):
+    result = run_cli("--json", "export", *args, custom_vision_project_id=project_id)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_coco_export_loads_and_holds_exactly_the_pushed_frames_privately(reviewed, run_cli, project_id, tmp_path):
+    out = tmp_path / "coco"
+    summary = _export(run_cli, project_id, "--to", "coco", "--out", str(out))
+    assert summary["frames"] == 6 and summary["added"] == 6
+    assert summary["per_tag"] == {"person": 4, "product": 2}
+    assert sum(summary["per_side"].values()) == 6
+    images, tags = [], []
+    for side in summary["per_side"]:
+        coco = COCO(str(out / "annotations" / f"instances_{side}.json"))
+        for image in coco.dataset["images"]:
+            assert (out / "images" / side / image["file_name"]).stat().st_size > 0
+            images.append(image["file_name"])
+            tags += [coco.cats[a["category_id"]]["name"] for a in coco.imgToAnns[image["id"]]]
+    assert len(images) == 6 and sorted(tags) == ["person"] * 4 + ["product"] * 2
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in out.rglob("*") if p.is_file())
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in out.rglob("*") if p.is_dir())
+
+    again = _export(run_cli, project_id, "--to", "coco", "--out", str(out))
+    assert again["frames"] == 6 and again["added"] == 0  # nothing new: nothing written twice
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["frames"]) == 6
+
+
+def test_tagged_frames_only_when_asked(reviewed, run_cli, project_id, tmp_path):
+    untagged = reviewed[7:9]
+    assert run_cli("push", *untagged, custom_vision_project_id=project_id).returncode == 0
+    everything = _export(run_cli, project_id, "--to", "coco", "--out", str(tmp_path / "all"))
+    tagged = _export(run_cli, project_id, "--to", "coco", "--out", str(tmp_path / "tagged"), "--include", "tagged")
+    assert everything["frames"] == 8 and tagged["frames"] == 6
+    assert tagged["per_tag"] == everything["per_tag"] == {"person": 4, "product": 2}
+
+
+def test_azure_ml_export_writes_images_jsonl_and_mltable_to_the_container(reviewed, run_cli, project_id, stack):
+    summary = _export(
+        run_cli,
+        project_id,
+        "--to",
+        "azureml",
+        "--container",
+        "automl",
+        "--prefix",
+        "percept/v1",
+        "--datastore",
+        "frames",
+    )
+    assert summary["frames"] == 6
+    container = blob_service(stack.settings()).get_container_client("automl")
+    names = {b.name for b in container.list_blobs(name_starts_with="percept/v1/")}
+    assert len([n for n in names if n.startswith("percept/v1/images/")]) == 6
+    lines = []
+    for side in summary["per_side"]:
+        table = yaml.safe_load(container.download_blob(f"percept/v1/{side}/MLTable").readall())
+        assert table["paths"] == [{"file": f"./{side}_annotations.jsonl"}]
+        jsonl = container.download_blob(f"percept/v1/{side}/{side}_annotations.jsonl").readall().decode()
+        lines += [json.loads(line) for line in jsonl.splitlines()]
+    assert len(lines) == 6
+    for line in lines:
+        assert line["image_url"].startswith("azureml://datastores/frames/paths/percept/v1/images/")
+        assert line["image_url"].split("/paths/", 1)[1] in names
+        assert set(line["label"]) <= {"person", "product"}
+
+
+def test_what_cannot_be_exported_is_refused_with_a_reason(reviewed, run_cli, project_id, tmp_path):
+    yolo = run_cli("export", "--to", "yolo", "--out", str(tmp_path / "y"), custom_vision_project_id=project_id)
+    assert yolo.returncode == 2 and "YOLO label files hold boxes" in yolo.stderr
+    inside = run_cli("export", "--to", "coco", "--out", str(REPO / "exported"), custom_vision_project_id=project_id)
+    assert inside.returncode == 2 and "inside the repository" in inside.stderr
+    assert not (REPO / "exported").exists()
+    no_store = run_cli("export", "--to", "azureml", "--container", "x", custom_vision_project_id=project_id)
+    assert no_store.returncode == 2 and "--datastore" in no_store.stderr
