@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .common import ChildResult, median, rotate, run_child, run_dir, spread
-from .push import QUOTA_BOUND, THROTTLE_WORDS
+from .push import QUOTA_BOUND, THROTTLE_WORDS, push_document
 from .stack import QUOTA_RATE, BenchStack, clean_environ
 
 SIDES = (("table", 3), ("table", 1), ("sqlite", 1))  # (ledger, hosts)
@@ -56,12 +56,7 @@ def _host_command(folder: Path, table_prefix: str) -> list[str]:
 
 
 def _host_report(child: ChildResult, folder: Path) -> dict:
-    try:
-        document = child.json()
-    except ValueError:
-        raise RuntimeError(f"push-untagged printed no JSON (exit {child.returncode}): {child.stderr[-2000:]}") from None
-    if "error" in document:
-        raise RuntimeError(f"push-untagged failed: {document}")
+    document = push_document(child)
     outcomes = document["outcomes"]
     failed = [o for o in outcomes if o["outcome"] not in ("pushed", "duplicate", "skipped")]
     return {

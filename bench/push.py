@@ -49,6 +49,17 @@ def _cpu_delta(before: dict, after: dict) -> dict:
     return {k: round(after[k] - before[k], 2) for k in before}
 
 
+def push_document(child) -> dict:
+    """The JSON report a `percept-curator --json push-untagged` child printed; an error when it printed none."""
+    try:
+        document = child.json()
+    except ValueError:
+        raise RuntimeError(f"push-untagged printed no JSON (exit {child.returncode}): {child.stderr[-2000:]}") from None
+    if "error" in document:
+        raise RuntimeError(f"push-untagged failed: {document}")
+    return document
+
+
 def cli_push(
     stack: BenchStack, *, container: str, cv: str, provenance: str, label: str, env_extra: dict | None = None
 ) -> dict:
@@ -77,12 +88,7 @@ def cli_push(
         stats, cpu = _stats_delta(stats_before, stack.cv_stats(cv)), _cpu_delta(cpu_before, stack.cpu_seconds())
     finally:
         stack.drop_project(cv, project)
-    try:
-        document = child.json()
-    except ValueError:
-        raise RuntimeError(f"push-untagged printed no JSON (exit {child.returncode}): {child.stderr[-2000:]}") from None
-    if "error" in document:
-        raise RuntimeError(f"push-untagged failed: {document}")
+    document = push_document(child)
     counts = document["counts"]
     landed = counts.get("pushed", 0) + counts.get("duplicate", 0)
     failed = [o for o in document["outcomes"] if o["outcome"] not in ("pushed", "duplicate", "skipped")]
