@@ -99,8 +99,15 @@ def boxes_of(curator: Curator, blob: RetrainingBlob) -> list[Box] | None:
 
 
 def save_boxes(curator: Curator, blob: RetrainingBlob, boxes: Sequence[Box]) -> RegionUpdate:
-    """Make the blob's image have exactly `boxes`: uploaded with them, or its boxes changed in place."""
-    return curator.set_regions(blob, to_regions(curator, boxes))
+    """Make the blob's image have exactly `boxes`: uploaded with them, or its boxes changed in place.
+
+    The ledger keeps them too, with their tags' names, once the image holds them: exports read them there.
+    """
+    update = curator.set_regions(blob, to_regions(curator, boxes))
+    if update.image_id:
+        reviewed = [(box.tag, box.left, box.top, box.width, box.height) for box in boxes]
+        curator.ledger.record_regions(blob.key, curator.customvision.project_id, regions=reviewed, actor=curator.actor)
+    return update
 
 
 __all__ = ["Box", "boxes_of", "same_boxes", "save_boxes", "to_regions"]

@@ -2,8 +2,9 @@
 
 The frames are the blobs the ledger records as pushed to the current project (`Include.PUSHED`), or only
 those with tags (`Include.TAGGED`); rejected and undecryptable frames never. Their tags come from the
-ledger; a detection project's boxes from the project's images (until the ledger keeps boxes too). Each image is
-decrypted in memory and written as the device encrypted it (no re-encoding), through a destination:
+ledger, and so do a detection project's boxes where the reviewer saved them through `boxes.save_boxes` (the
+project's images give the others). Each image is decrypted in memory and written as the device encrypted it
+(no re-encoding), through a destination:
 
 - `FolderDestination`: a local folder the user named (COCO, YOLO, or the AutoML files), created 0700 with
   files 0600, refused inside this repository's checkout;
@@ -328,8 +329,12 @@ def _labelled(curator: Any, blobs: Sequence[RetrainingBlob], include: str, detec
     records = curator.records(list(blobs))
     boxes: dict[str, tuple[Box, ...]] = {}
     if detection:
-        image_ids = [record.image_id for record in records.values() if record.image_id]
-        for image in curator.customvision.images_by_ids(image_ids):
+        # Boxes the ledger kept as the reviewer saved them; the project's images for those it never kept.
+        for record in records.values():
+            if record.image_id and record.regions is not None:
+                boxes[record.image_id] = tuple(Box(*region) for region in record.regions)
+        unknown = [r.image_id for r in records.values() if r.image_id and r.image_id not in boxes]
+        for image in curator.customvision.images_by_ids(unknown) if unknown else ():
             boxes[image.id] = tuple(
                 Box(r["tag_name"], r["left"], r["top"], r["width"], r["height"]) for r in image.regions
             )

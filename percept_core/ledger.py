@@ -31,6 +31,8 @@ from typing import Any
 from .state import Action, BlobState, PushState, Review, refusal, state_of_record
 
 BlobKey = tuple[str, str, str]  # container, name, etag
+# A box as the reviewer drew it: its tag's name, then left, top, width and height as fractions of the image.
+ReviewedBox = tuple[str, float, float, float, float]
 
 DEFAULT_LEDGER_PATH = Path.home() / ".percept-curator" / "ledger.sqlite"
 LEASE_SECONDS = 300.0
@@ -50,7 +52,7 @@ CREATE INDEX IF NOT EXISTS blobs_review ON blobs (review);
 CREATE TABLE IF NOT EXISTS pushes (
     container TEXT NOT NULL, name TEXT NOT NULL, etag TEXT NOT NULL, project_id TEXT NOT NULL,
     state TEXT NOT NULL,                    -- {" | ".join(PushState)}
-    image_id TEXT, sha256 TEXT, tags TEXT, reason TEXT,
+    image_id TEXT, sha256 TEXT, tags TEXT, regions TEXT, reason TEXT,
     claim TEXT, claimed_at REAL, attempts INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL, updated_by TEXT,
     PRIMARY KEY (container, name, etag, project_id)
@@ -71,6 +73,19 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
 
 
+def regions_to_json(regions: Sequence[ReviewedBox]) -> str:
+    return json.dumps([[tag, left, top, width, height] for tag, left, top, width, height in regions])
+
+
+def regions_from_json(text: str | None) -> tuple[ReviewedBox, ...] | None:
+    if text is None:
+        return None
+    return tuple(
+        (str(tag), float(left), float(top), float(width), float(height))
+        for tag, left, top, width, height in json.loads(text)
+    )
+
+
 @dataclass(frozen=True)
 class BlobRecord:
     """What the ledger knows of one blob version for one project."""
@@ -84,6 +99,8 @@ class BlobRecord:
     image_id: str | None = None
     push_reason: str | None = None
     tags: tuple[str, ...] = ()
+    # The image's boxes as the reviewer saved them; None when none were ever saved through this ledger.
+    regions: tuple[ReviewedBox, ...] | None = None
 
     @property
     def state(self) -> BlobState:
@@ -235,6 +252,9 @@ class Ledger(RunClaims):
         self._db.execute("PRAGMA busy_timeout=60000")
         with self._lock:
             self._db.executescript(_SCHEMA)  # idempotent: every statement says IF NOT EXISTS
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(pushes)")}
+            if "regions" not in columns:  # a ledger written before boxes were kept
+                self._db.execute("ALTER TABLE pushes ADD COLUMN regions TEXT")
         self._identify()
 
     @property
@@ -290,6 +310,7 @@ class Ledger(RunClaims):
                         image_id=row["image_id"],
                         push_reason=row["reason"],
                         tags=tuple(json.loads(row["tags"] or "[]")),
+                        regions=regions_from_json(row["regions"]),
                     )
                     record.setdefault("sha256", row["sha256"])
         return {key: BlobRecord(key, **fields) for key, fields in found.items()}
@@ -745,6 +766,17 @@ class Ledger(RunClaims):
                 details={"added": list(added), "removed": list(removed)},
             )
         return True
+
+    def record_regions(self, key: BlobKey, project_id: str, *, regions: Sequence[ReviewedBox], actor: str) -> bool:
+        """Keep the image's boxes as the reviewer saved them (exports read them here); False when it is not pushed."""
+        with self._transaction() as db:
+            return bool(
+                db.execute(
+                    "UPDATE pushes SET regions=?, updated_at=?, updated_by=? WHERE container=? AND name=? AND etag=? "
+                    "AND project_id=? AND state=?",
+                    (regions_to_json(regions), _now(), actor, *key, project_id, PushState.PUSHED),
+                ).rowcount
+            )
 
     def log(
         self,

@@ -42,8 +42,21 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
 from .errors import AzureCall, from_azure
-from .ledger import LEASE_SECONDS, BlobKey, BlobRecord, Claim, Event, RunClaims
+from .ledger import (
+    LEASE_SECONDS,
+    BlobKey,
+    BlobRecord,
+    Claim,
+    Event,
+    ReviewedBox,
+    RunClaims,
+    regions_from_json,
+    regions_to_json,
+)
 from .state import BlobState, PushState, Review, state_of_record
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_TABLE_PREFIX = "percept"
 MAX_KEY_BYTES = 1024  # PartitionKey and RowKey: up to 1 KiB each
@@ -77,8 +90,6 @@ _UNAVAILABLE_HINT = (
 )
 
 _UNSAFE_KEY_CHARS = re.compile(r"[%/\\#?|\x00-\x1f\x7f-\x9f]")
-T = TypeVar("T")
-R = TypeVar("R")
 _SEPARATOR = "|"  # escaped inside every part, so it only ever separates
 
 
@@ -165,6 +176,8 @@ def _without_none(entity: dict[str, Any]) -> dict[str, Any]:
 class TableLedger(RunClaims):
     """Review state, push outcomes and the audit trail, in Azure Table Storage (or Azurite, or Cosmos DB for Table)."""
 
+    parallel_writes = CONCURRENT_REQUESTS  # see RunClaims
+
     def __init__(
         self,
         service: TableServiceClient,
@@ -202,8 +215,6 @@ class TableLedger(RunClaims):
 
     def __repr__(self) -> str:
         return f"TableLedger({self.service.url!r}, prefix={self.prefix!r})"
-
-    parallel_writes = CONCURRENT_REQUESTS  # see RunClaims
 
     def close(self) -> None:
         self._requests.shutdown(wait=True)
@@ -376,7 +387,7 @@ class TableLedger(RunClaims):
     # -- reading --------------------------------------------------------------------------------------
 
     def records(self, keys: Iterable[BlobKey], project_id: str | None = None) -> dict[BlobKey, BlobRecord]:
-        """What the ledger knows of each key (keys it has never seen are absent): point reads, two per key."""
+        """What the ledger knows of each key (keys it has never seen are absent): `_read_many` on both tables."""
         unique = list(dict.fromkeys(keys))
         blobs = self._read_many(self._blobs, map(self._blob_address, unique))
         pushes = (
@@ -409,6 +420,7 @@ class TableLedger(RunClaims):
                 image_id=push.get("image_id"),
                 push_reason=push.get("reason"),
                 tags=tuple(json.loads(push.get("tags") or "[]")),
+                regions=regions_from_json(push.get("regions")),
             )
             if fields.get("sha256") is None:
                 fields["sha256"] = push.get("sha256")
@@ -934,6 +946,16 @@ class TableLedger(RunClaims):
             details={"added": list(added), "removed": list(removed)},
         )
         return True
+
+    def record_regions(self, key: BlobKey, project_id: str, *, regions: Sequence[ReviewedBox], actor: str) -> bool:
+        """Keep the image's boxes as the reviewer saved them (exports read them here); False when it is not pushed."""
+
+        def decide(current: dict[str, Any] | None) -> _Write:
+            if current is None or current.get("state") != PushState.PUSHED:
+                return _Write(None, False)
+            return _Write({**current, "regions": regions_to_json(regions), "updated_by": actor}, True)
+
+        return self._modify(self._pushes, self._push_address(key, project_id), decide)
 
 
 # Event partitions are days and row keys are microseconds, both inverted, so the natural order is newest first.

@@ -99,6 +99,33 @@ def test_a_pushed_blob_is_skipped_and_keeps_its_image(make_ledger):
     assert second_host.pushed_image_count(PROJECT) == 1
 
 
+def test_boxes_as_the_reviewer_saved_them_are_kept_with_the_pushed_image(make_ledger):
+    ana, ben = make_ledger(), make_ledger()
+    run = ana.new_run_id()
+    ana.claim(KEYS[:2], PROJECT, run, actor="ana")
+    ana.record_pushed(KEYS[0], PROJECT, image_id="img-0", sha256="aa", tags=["person"], actor="ana", claim=run)
+    assert ben.record(KEYS[0], PROJECT).regions is None  # never saved: unknown, not "no boxes"
+    boxes = [("person", 0.1, 0.2, 0.3, 0.4), ('forklift / "red" é', 0.5, 0.5, 0.25, 0.125)]
+    assert ana.record_regions(KEYS[0], PROJECT, regions=boxes, actor="ana")
+    assert ben.record(KEYS[0], PROJECT).regions == tuple(boxes)  # another host reads them back exactly
+    assert ben.record_regions(KEYS[0], PROJECT, regions=[], actor="ben")
+    assert ana.record(KEYS[0], PROJECT).regions == ()  # every box removed: known to have none
+    assert not ana.record_regions(KEYS[1], PROJECT, regions=boxes, actor="ana")  # claimed, not in the project
+    assert ana.record(KEYS[1], PROJECT).regions is None
+
+
+def test_a_ledger_file_from_before_boxes_were_kept_opens_and_keeps_them(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    old = Ledger(path)
+    old.record_pushed(KEYS[0], PROJECT, image_id="img-0", sha256="aa", tags=[], actor="a")
+    old._db.execute("ALTER TABLE pushes DROP COLUMN regions")  # as the file was written before
+    old.close()
+    ledger = Ledger(path)
+    assert ledger.record(KEYS[0], PROJECT).image_id == "img-0"
+    assert ledger.record_regions(KEYS[0], PROJECT, regions=[("person", 0, 0, 1, 1)], actor="a")
+    assert ledger.record(KEYS[0], PROJECT).regions == (("person", 0.0, 0.0, 1.0, 1.0),)
+
+
 def test_a_claim_of_a_dead_or_expired_run_is_taken_over(make_ledger):
     first_host = make_ledger()
     dead_run = f"{first_host.host}:{_exited_pid()}:{first_host.new_run_id().split(':', 2)[2]}"

@@ -12,6 +12,7 @@ from pycocotools.coco import COCO
 
 from percept_core import Curator
 from percept_core.blobs import blob_service
+from percept_core.boxes import Box, save_boxes
 from tests.conftest import REPO
 
 
@@ -102,3 +103,41 @@ def test_what_cannot_be_exported_is_refused_with_a_reason(reviewed, run_cli, pro
     assert not (REPO / "exported").exists()
     no_store = run_cli("export", "--to", "azureml", "--container", "x", custom_vision_project_id=project_id)
     assert no_store.returncode == 2 and "--datastore" in no_store.stderr
+
+
+def test_yolo_export_holds_the_boxes_as_the_reviewer_saved_them(demo, stack, run_cli, tmp_path):
+    """Boxes saved in the review are kept in the ledger: the export writes those, even where the project's
+    copy was changed elsewhere since (here: a box deleted in the portal)."""
+    project = stack.new_project("export detection", detection=True, tags=("person", "product"))
+    settings = stack.settings(custom_vision_project_id=project, percept_ledger_path=str(tmp_path / "ledger.sqlite"))
+    curator = Curator(settings, actor="reviewer")
+    blobs = [b for b in curator.blobs() if b.name not in demo.bad.values()][:2]
+    saved = {
+        blobs[0].name: [Box("person", 0.1, 0.2, 0.3, 0.4)],
+        blobs[1].name: [Box("product", 0.5, 0.5, 0.25, 0.25), Box("person", 0.0, 0.0, 0.5, 0.5)],
+    }
+    for blob in blobs:
+        assert save_boxes(curator, blob, saved[blob.name]).image_id
+    trainer = stack.trainer()
+    image = trainer.get_images_by_ids(project, [curator.records([blobs[0]])[blobs[0].key].image_id])[0]
+    trainer.delete_image_regions(project, [region.region_id for region in image.regions])
+
+    out = tmp_path / "yolo"
+    summary = _export(run_cli, project, "--to", "yolo", "--out", str(out), "--validation", "0")
+    assert summary["frames"] == 2 and summary["per_tag"] == {"person": 2, "product": 1}
+    classes = (out / "classes.txt").read_text().splitlines()
+    manifest = json.loads((out / "manifest.json").read_text())["frames"]
+    written = {}
+    for frame_id, entry in manifest.items():
+        lines = (out / "labels" / entry["side"] / (entry["file"].rsplit(".", 1)[0] + ".txt")).read_text().splitlines()
+        boxes = []
+        for line in lines:
+            index, cx, cy, w, h = line.split()
+            cx, cy, w, h = map(float, (cx, cy, w, h))
+            boxes.append((classes[int(index)], cx - w / 2, cy - h / 2, w, h))
+        written[frame_id.split("/", 1)[1].rsplit("@", 1)[0]] = sorted(boxes)
+    for name, boxes in saved.items():
+        expected = sorted((b.tag, b.left, b.top, b.width, b.height) for b in boxes)
+        assert [tag for tag, *_ in written[name]] == [tag for tag, *_ in expected]
+        for got, want in zip(written[name], expected, strict=True):
+            assert got[1:] == pytest.approx(want[1:], abs=1e-6)
