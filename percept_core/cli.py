@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 from .blobs import BlobFilter
 from .config import ConfigError
 from .errors import BlobError, CuratorError
-from .exporting import ContainerDestination, FolderDestination, Include, container_destination, export
+from .exporting import (
+    FORMATS,
+    ContainerDestination,
+    FolderDestination,
+    Include,
+    container_destination,
+    export,
+    migrate,
+)
 from .exports import AzureMLDatastore
 from .memory import return_large_buffers_to_the_system
 from .private_files import create_private, replace_private
@@ -125,23 +133,29 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", parents=[common], help="start training the project")
     train.add_argument("--wait", action="store_true", help="wait until the iteration finishes")
 
+    destination = argparse.ArgumentParser(add_help=False)
+    destination.add_argument("--to", required=True, choices=FORMATS, dest="format")
+    destination.add_argument("--out", type=Path, help="coco, yolo: a folder private to you (0700, files 0600)")
+    destination.add_argument("--container", help="azureml: a container of the storage account (created when missing)")
+    destination.add_argument("--prefix", default="", help="azureml: the path in the container the files go under")
+    destination.add_argument("--datastore", help="azureml: the Azure ML datastore that serves the container")
+    destination.add_argument("--validation", type=float, default=0.2, help="the fraction of frames for validation")
     exporter = sub.add_parser(
         "export",
-        parents=[common],
+        parents=[common, destination],
         help="write the project's reviewed frames as COCO or YOLO files, or for Azure ML (AutoML for images)",
     )
-    exporter.add_argument("--to", required=True, choices=("coco", "yolo", "azureml"), dest="format")
-    exporter.add_argument("--out", type=Path, help="coco, yolo: a folder private to you (0700, files 0600)")
-    exporter.add_argument("--container", help="azureml: a container of the storage account (created when missing)")
-    exporter.add_argument("--prefix", default="", help="azureml: the path in the container the files go under")
-    exporter.add_argument("--datastore", help="azureml: the Azure ML datastore that serves the container")
     exporter.add_argument(
         "--include",
         choices=[include.value for include in Include],
         default=Include.PUSHED.value,
         help="every frame pushed to the project (default), or only those tagged",
     )
-    exporter.add_argument("--validation", type=float, default=0.2, help="the fraction of frames for validation")
+    sub.add_parser(
+        "migrate",
+        parents=[common, destination],
+        help="write every image of the Custom Vision project with its tags and boxes, as export does",
+    )
     return parser
 
 
@@ -176,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "status": _status,
             "train": _train,
             "export": _export,
+            "migrate": _migrate,
         }[args.command]
         return handler(curator, args, out)
     except ConfigError as exc:
@@ -409,7 +424,27 @@ def _train(curator, args, out: _Output) -> int:
 
 
 def _export(curator, args, out: _Output) -> int:
-    destination: FolderDestination | ContainerDestination
+    destination, datastore = _destination(curator, args)
+    summary = export(
+        curator,
+        destination,
+        format=args.format,
+        include=args.include,
+        validation_fraction=args.validation,
+        datastore=datastore,
+    )
+    return _exported(out, summary)
+
+
+def _migrate(curator, args, out: _Output) -> int:
+    destination, datastore = _destination(curator, args)
+    summary = migrate(
+        curator, destination, format=args.format, validation_fraction=args.validation, datastore=datastore
+    )
+    return _exported(out, summary)
+
+
+def _destination(curator, args) -> tuple[FolderDestination | ContainerDestination, AzureMLDatastore | None]:
     datastore = None
     if args.format == "azureml":
         if not args.container or not args.datastore:
@@ -423,14 +458,10 @@ def _export(curator, args, out: _Output) -> int:
         if args.out is None:
             raise ConfigError(f"A {args.format} export needs --out, a folder to write it to.")
         destination = FolderDestination(args.out)
-    summary = export(
-        curator,
-        destination,
-        format=args.format,
-        include=args.include,
-        validation_fraction=args.validation,
-        datastore=datastore,
-    )
+    return destination, datastore
+
+
+def _exported(out: _Output, summary) -> int:
     lines = [f"exported {summary.frames} frames to {summary.destination} ({summary.added} new)"]
     lines += [f"  {tag}: {count}" for tag, count in sorted(summary.per_tag.items())]
     lines += [f"  left out {item.frame_id}: {item.reason}" for item in summary.left_out]

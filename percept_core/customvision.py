@@ -846,6 +846,15 @@ class CustomVisionClient:
                 return image_id
         return None
 
+    def original_image(self, image: ProjectImage) -> bytes:
+        """An image's original bytes, from the URL the service gives for it (storage, not a Training API call)."""
+        data = self._download_original(image.original_url) if image.original_url else None
+        if data is None:
+            raise CustomVisionError(
+                f"Could not download image {image.id} of the project.", hint="Try again later.", retryable=True
+            )
+        return data
+
     def _download_original(self, url: str) -> bytes | None:
         """An image's original bytes from its (SAS) URL: storage, not a Training API transaction."""
         self.stats.add(originals_hashed=1)

@@ -21,7 +21,7 @@ import io
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -168,13 +168,6 @@ class ExportSummary:
         }
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    blob: RetrainingBlob
-    tags: tuple[str, ...]
-    boxes: tuple[Box, ...]
-
-
 def container_destination(settings: Any, container: str, prefix: str = "") -> ContainerDestination:
     """A container of the settings' storage account, created when missing."""
     client = blob_service(settings).get_container_client(container)
@@ -197,20 +190,69 @@ def export(
     progress: Callable[[int], None] | None = None,
 ) -> ExportSummary:
     """Write the project's reviewed frames in `format` ("coco", "yolo" or "azureml") to `destination`."""
-    if format not in FORMATS:
-        raise ConfigError(f"The export format is one of {', '.join(FORMATS)}, not {format!r}.")
     if include not in tuple(Include):
         raise ConfigError(f"What to include is one of {', '.join(Include)}, not {include!r}.")
     project = curator.project()
+    items = _ledger_items(curator, include, project.is_detection)
+    return _write(curator, destination, project, items, "ledger", format, validation_fraction, datastore, progress)
+
+
+def migrate(
+    curator: Any,
+    destination: Destination,
+    *,
+    format: str,
+    validation_fraction: float = 0.2,
+    datastore: AzureMLDatastore | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ExportSummary:
+    """Write every image of the Custom Vision project, with its tags and boxes as the project has them, in
+    `format` to `destination`: a team's labelled history, out of Custom Vision (which retires in 2028)."""
+    project = curator.project()
+    items = _project_items(curator, project.id)
+    return _write(curator, destination, project, items, "project", format, validation_fraction, datastore, progress)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A frame to write: its id, the name its file name is made from, its labels, and how to get its bytes."""
+
+    frame_id: str
+    name: str
+    tags: tuple[str, ...]
+    boxes: tuple[Box, ...]
+    model_name: str
+    model_version: str
+    fetch: Callable[[], bytes]
+
+
+def _write(
+    curator: Any,
+    destination: Destination,
+    project: Any,
+    items: Iterable[_Item],
+    source: str,
+    format: str,
+    validation_fraction: float,
+    datastore: AzureMLDatastore | None,
+    progress: Callable[[int], None] | None,
+) -> ExportSummary:
+    """The export itself: frames sized (a new one's bytes fetched), split, written; the manifest last.
+
+    A new frame's bytes are fetched twice (once for its size before the split, once to write it) rather than
+    held: an export of thousands of frames stays within the memory of one frame at a time.
+    """
+    if format not in FORMATS:
+        raise ConfigError(f"The export format is one of {', '.join(FORMATS)}, not {format!r}.")
     task = task_of_project(project.kind, project.classification_type)
     if format == "yolo" and task is not ExportTask.OBJECT_DETECTION:
         raise ConfigError(
             "YOLO label files hold boxes: this project classifies whole images.",
             hint="Export it as COCO or for Azure ML, or export a detection project as YOLO.",
         )
-    manifest = _read_manifest(destination, format, project.id)
+    manifest = _read_manifest(destination, format, project.id, source)
     summary = ExportSummary(format, destination.describe())
-    frames, images = _frames(curator, include, manifest, summary.left_out, progress)
+    frames, fetch = _frames(items, manifest, summary.left_out, progress)
     kept, refused = exportable(frames, task)
     summary.left_out += refused
     previous = {frame_id: Split(entry["side"]) for frame_id, entry in manifest.items()}
@@ -221,7 +263,7 @@ def export(
         raise ExportError(str(exc)) from None
     for frame in [*split.train, *split.validation]:
         if frame.frame_id not in manifest:
-            destination.write(layout.image_paths[frame.frame_id], images.pop(frame.frame_id))
+            destination.write(layout.image_paths[frame.frame_id], fetch[frame.frame_id]())
             summary.added += 1
     for path, data in layout.files.items():
         destination.write(path, data)
@@ -235,7 +277,7 @@ def export(
         }
         for frame in [*split.train, *split.validation]
     }
-    document = {"format": format, "project_id": project.id, "frames": entries}
+    document = {"format": format, "project_id": project.id, "source": source, "frames": entries}
     destination.write(MANIFEST, json.dumps(document, indent=1, sort_keys=True).encode())
     summary.frames = len(entries)
     summary.per_side = dict(Counter(str(side) for side in sides.values()))
@@ -244,7 +286,7 @@ def export(
     )
     curator.ledger.log(
         curator.actor,
-        "export",
+        "export" if source == "ledger" else "migrate",
         project_id=project.id,
         outcome=f"{summary.added} added, {summary.frames} in all",
         details={"format": format, "destination": summary.destination, "left_out": len(summary.left_out)},
@@ -252,69 +294,68 @@ def export(
     return summary
 
 
-def _read_manifest(destination: Destination, format: str, project_id: str) -> dict[str, dict[str, Any]]:
+def _read_manifest(destination: Destination, format: str, project_id: str, source: str) -> dict[str, dict[str, Any]]:
     raw = destination.read(MANIFEST)
     if raw is None:
         return {}
     try:
         document = json.loads(raw)
         frames = document["frames"]
-        same = document["format"] == format and document["project_id"] == project_id
+        same = (document["format"], document["project_id"], document.get("source", "ledger")) == (
+            format,
+            project_id,
+            source,
+        )
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"{destination.describe()} holds a {MANIFEST} this tool cannot read.") from None
     if not same:
         raise ConfigError(
-            f"{destination.describe()} holds a {document['format']} export of another project.",
+            f"{destination.describe()} holds another export (another format, project or source).",
             hint="Export to an empty folder or prefix.",
         )
     return frames
 
 
 def _frames(
-    curator: Any,
-    include: str,
+    items: Iterable[_Item],
     manifest: dict[str, dict[str, Any]],
     left_out: list[LeftOut],
     progress: Callable[[int], None] | None,
-) -> tuple[list[LabelledFrame], dict[str, bytes]]:
-    """The frames to export (sizes from the manifest, or from the decrypted image), and the new frames' bytes."""
+) -> tuple[list[LabelledFrame], dict[str, Callable[[], bytes]]]:
+    """The frames to export (sizes from the manifest, or from the fetched image), and how to fetch new ones."""
     frames: list[LabelledFrame] = []
-    images: dict[str, bytes] = {}
-    for candidate in _candidates(curator, include):
-        blob = candidate.blob
-        frame_id = frame_id_of(blob.container, blob.name, blob.etag)
-        known = manifest.get(frame_id)
+    fetch: dict[str, Callable[[], bytes]] = {}
+    for item in items:
+        known = manifest.get(item.frame_id)
         if known is not None:
             file_name, width, height = known["file"], known["width"], known["height"]
         else:
             try:
-                data = curator.decrypt(blob)
-                with Image.open(io.BytesIO(data)) as image:
+                with Image.open(io.BytesIO(item.fetch())) as image:
                     width, height, image_format = image.width, image.height, image.format or ""
-                file_name = export_file_name(frame_id, blob.name, image_format)
+                file_name = export_file_name(item.frame_id, item.name, image_format)
             except (CuratorError, UnidentifiedImageError, ValueError) as exc:
-                left_out.append(LeftOut(frame_id, str(exc)))
+                left_out.append(LeftOut(item.frame_id, str(exc)))
                 continue
-            images[frame_id] = data
+            fetch[item.frame_id] = item.fetch
         frames.append(
             LabelledFrame(
-                frame_id,
+                item.frame_id,
                 file_name,
                 width,
                 height,
-                tags=candidate.tags,
-                boxes=candidate.boxes,
-                model_name=blob.model_name or "",
-                model_version=blob.model_version or "",
+                tags=item.tags,
+                boxes=item.boxes,
+                model_name=item.model_name,
+                model_version=item.model_version,
             )
         )
         if progress:
             progress(len(frames))
-    return frames, images
+    return frames, fetch
 
 
-def _candidates(curator: Any, include: str) -> Iterator[_Candidate]:
-    detection = curator.project().is_detection
+def _ledger_items(curator: Any, include: str, detection: bool) -> Iterator[_Item]:
     chunk: list[RetrainingBlob] = []
     for blob in curator.blobs(states=(BlobState.PUSHED,)):
         chunk.append(blob)
@@ -325,7 +366,7 @@ def _candidates(curator: Any, include: str) -> Iterator[_Candidate]:
         yield from _labelled(curator, chunk, include, detection)
 
 
-def _labelled(curator: Any, blobs: Sequence[RetrainingBlob], include: str, detection: bool) -> Iterator[_Candidate]:
+def _labelled(curator: Any, blobs: Sequence[RetrainingBlob], include: str, detection: bool) -> Iterator[_Item]:
     records = curator.records(list(blobs))
     boxes: dict[str, tuple[Box, ...]] = {}
     if detection:
@@ -335,9 +376,7 @@ def _labelled(curator: Any, blobs: Sequence[RetrainingBlob], include: str, detec
                 boxes[record.image_id] = tuple(Box(*region) for region in record.regions)
         unknown = [r.image_id for r in records.values() if r.image_id and r.image_id not in boxes]
         for image in curator.customvision.images_by_ids(unknown) if unknown else ():
-            boxes[image.id] = tuple(
-                Box(r["tag_name"], r["left"], r["top"], r["width"], r["height"]) for r in image.regions
-            )
+            boxes[image.id] = _boxes_of(image)
     for blob in blobs:
         record = records.get(blob.key)
         if record is None or record.state is not BlobState.PUSHED:
@@ -345,7 +384,37 @@ def _labelled(curator: Any, blobs: Sequence[RetrainingBlob], include: str, detec
         labels = boxes.get(record.image_id or "", ())
         if include == Include.TAGGED and not (record.tags or labels):
             continue
-        yield _Candidate(blob, tuple(record.tags), labels)
+        yield _Item(
+            frame_id_of(blob.container, blob.name, blob.etag),
+            blob.name,
+            tuple(record.tags),
+            labels,
+            blob.model_name or "",
+            blob.model_version or "",
+            lambda blob=blob: curator.decrypt(blob),
+        )
+
+
+def _project_items(curator: Any, project_id: str) -> Iterator[_Item]:
+    """Every image of the project, oldest first; its provenance (when this tool pushed it) names the frame."""
+    client = curator.customvision
+    detection = curator.project().is_detection
+    for image in client.iter_images():
+        meta = image.metadata
+        name = meta.get("source_blob") or image.id
+        yield _Item(
+            f"customvision/{project_id}/{image.id}",
+            name,
+            () if detection else tuple(image.tags),
+            _boxes_of(image) if detection else (),
+            meta.get("model_name", ""),
+            meta.get("model_version", ""),
+            lambda image=image: client.original_image(image),
+        )
+
+
+def _boxes_of(image: Any) -> tuple[Box, ...]:
+    return tuple(Box(r["tag_name"], r["left"], r["top"], r["width"], r["height"]) for r in image.regions)
 
 
 def _layout(

@@ -141,3 +141,26 @@ def test_yolo_export_holds_the_boxes_as_the_reviewer_saved_them(demo, stack, run
         assert [tag for tag, *_ in written[name]] == [tag for tag, *_ in expected]
         for got, want in zip(written[name], expected, strict=True):
             assert got[1:] == pytest.approx(want[1:], abs=1e-6)
+
+
+def test_migrate_writes_every_image_of_the_project_with_its_tags(reviewed, run_cli, project_id, stack, tmp_path):
+    """A project's labelled history out of Custom Vision: its images as the service serves them, its tags."""
+    out = tmp_path / "migrated"
+    summary = json.loads(
+        run_cli("--json", "migrate", "--to", "coco", "--out", str(out), custom_vision_project_id=project_id).stdout
+    )
+    assert summary["frames"] == 6 and summary["per_tag"] == {"person": 4, "product": 2}
+    served = {image.id: image for image in stack.trainer().get_tagged_images(project_id, take=256)}
+    found = 0
+    for side in summary["per_side"]:
+        coco = COCO(str(out / "annotations" / f"instances_{side}.json"))
+        for image in coco.dataset["images"]:
+            found += 1
+            assert (out / "images" / side / image["file_name"]).stat().st_size > 0
+            tags = sorted(coco.cats[a["category_id"]]["name"] for a in coco.imgToAnns[image["id"]])
+            assert tags in (["person"], ["product"])
+    assert found == len(served) == 6
+    again = json.loads(
+        run_cli("--json", "migrate", "--to", "coco", "--out", str(out), custom_vision_project_id=project_id).stdout
+    )
+    assert again["added"] == 0 and again["frames"] == 6
