@@ -58,7 +58,8 @@ def test_curate_tags_pushes_the_rest_untagged_and_trains(stack, demo, tmp_path):
     project_id = stack.new_project("curate", tags=("person",))
     env = kernel_environment(stack, percept_ledger_path=str(tmp_path / "ledger.sqlite"))
     # the project comes in as a parameter, as papermill passes it against real Azure
-    run = execute_notebook(CURATE, env=env, cwd=tmp_path / "work", parameters={"custom_vision_project_id": project_id})
+    parameters = {"custom_vision_project_id": project_id, "export_container": "notebook-automl"}
+    run = execute_notebook(CURATE, env=env, cwd=tmp_path / "work", parameters=parameters)
     summary = run.summary
     client = stack.trainer()
 
@@ -80,6 +81,9 @@ def test_curate_tags_pushes_the_rest_untagged_and_trains(stack, demo, tmp_path):
     assert tags == summary["tags"] and set(tags) == {"person", "empty-shelf"}
     assert all(count >= 5 for count in tags.values())
     assert summary["training"] == "Completed"
+    # the tagged frames went to the container for Azure ML, with their tags: the project's tagged images
+    assert summary["exported"]["frames"] == tagged
+    assert summary["exported"]["per_tag"] == {tag: count for tag, count in tags.items() if count}
     assert [i.status for i in client.get_iterations(project_id)] == ["Completed"]
     # each push showed a progress bar that reached its end
     text = run.text()
