@@ -2,8 +2,8 @@
 
 Not a page. The scripts live in `views/`, not here: Streamlit's folder mode lists every file of a `pages/`
 folder beside the main script, and runs a page's file by itself when a process's first request is its URL.
-This folder's `review.py`, `push_untagged.py`, `activity.py` and `connections.py` are that mode's entries,
-the app's entry again (`_entry.run`), so that first request passes the gate and gets the whole app too.
+This folder's `review.py`, `push_untagged.py`, `activity.py`, `export.py` and `connections.py` are that mode's
+entries, the app's entry again (`_entry.run`), so that first request passes the gate and gets the whole app too.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ VIEWS = Path(__file__).resolve().parent.parent / "views"
 REVIEW = VIEWS / "review.py"
 PUSH_UNTAGGED = VIEWS / "push_untagged.py"
 ACTIVITY = VIEWS / "activity.py"
+EXPORT = VIEWS / "export.py"
 CONNECTIONS = VIEWS / "connections.py"
 
 
@@ -25,5 +26,6 @@ def app_pages() -> list[st.Page]:
         st.Page(REVIEW, title="Review", icon=":material/photo_library:", default=True),
         st.Page(PUSH_UNTAGGED, title="Push untagged", icon=":material/cloud_upload:"),
         st.Page(ACTIVITY, title="Activity", icon=":material/history:"),
+        st.Page(EXPORT, title="Export", icon=":material/dataset:"),
         st.Page(CONNECTIONS, title="Connections", icon=":material/lan:"),
     ]
