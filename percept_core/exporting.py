@@ -31,7 +31,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 from PIL import Image, UnidentifiedImageError
 
-from .blobs import RetrainingBlob, blob_service, storage_error
+from .blobs import RetrainingBlob, blob_service, map_bounded, storage_error
 from .boxes import Box
 from .errors import ConfigError, CuratorError, ExportError
 from .exports import (
@@ -43,6 +43,7 @@ from .exports import (
     LeftOut,
     Split,
     automl_export,
+    automl_image_path,
     coco_export,
     export_file_name,
     exportable,
@@ -67,6 +68,7 @@ class Include(StrEnum):
 MANIFEST = "manifest.json"
 _REPOSITORY = Path(__file__).resolve().parents[1]
 _CHUNK = 256  # blobs whose ledger records (and project images) are read at once
+WRITERS = 8  # frames fetched (downloaded, decrypted) and written at once
 
 
 class Destination(Protocol):
@@ -252,7 +254,14 @@ def _write(
         )
     manifest = _read_manifest(destination, format, project.id, source)
     summary = ExportSummary(format, destination.describe())
-    frames, fetch = _frames(items, manifest, summary.left_out, progress)
+    written: set[str] = set()
+
+    def write_image(frame: LabelledFrame, data: bytes) -> None:  # AutoML: one place for an image, whatever its side
+        if exportable([frame], task)[0]:
+            destination.write(automl_image_path(frame.file_name), data)
+            written.add(frame.frame_id)
+
+    frames, fetch = _frames(items, manifest, summary.left_out, progress, write_image if format == "azureml" else None)
     kept, refused = exportable(frames, task)
     summary.left_out += refused
     previous = {frame_id: Split(entry["side"]) for frame_id, entry in manifest.items()}
@@ -261,10 +270,16 @@ def _write(
         layout = _layout(format, split, task, datastore, getattr(destination, "prefix", ""))
     except ValueError as exc:  # what the format cannot hold: a tag name, two frames of one file name
         raise ExportError(str(exc)) from None
-    for frame in [*split.train, *split.validation]:
-        if frame.frame_id not in manifest:
-            destination.write(layout.image_paths[frame.frame_id], fetch[frame.frame_id]())
-            summary.added += 1
+    new = [frame for frame in [*split.train, *split.validation] if frame.frame_id not in manifest]
+    late = [frame for frame in new if frame.frame_id not in written]
+
+    def write_late(frame: LabelledFrame) -> None:
+        destination.write(layout.image_paths[frame.frame_id], fetch[frame.frame_id]())
+
+    for _, failed in map_bounded(write_late, late, max_concurrency=WRITERS):
+        if failed is not None:  # a destination that cannot be written: the export stops, its manifest unchanged
+            raise failed
+    summary.added = len(new)
     for path, data in layout.files.items():
         destination.write(path, data)
     sides = split.sides()
@@ -321,38 +336,54 @@ def _frames(
     manifest: dict[str, dict[str, Any]],
     left_out: list[LeftOut],
     progress: Callable[[int], None] | None,
+    write_now: Callable[[LabelledFrame, bytes], None] | None = None,
 ) -> tuple[list[LabelledFrame], dict[str, Callable[[], bytes]]]:
-    """The frames to export (sizes from the manifest, or from the fetched image), and how to fetch new ones."""
+    """The frames to export (sizes from the manifest, or from the fetched image), and how to fetch the new ones
+    that are still to be written. New frames are fetched WRITERS at a time; with `write_now` (a format whose
+    image paths do not depend on the split) each is written as soon as it is fetched, so it is fetched once."""
     frames: list[LabelledFrame] = []
     fetch: dict[str, Callable[[], bytes]] = {}
-    for item in items:
+
+    def prepare(item: _Item) -> LabelledFrame | LeftOut:
         known = manifest.get(item.frame_id)
         if known is not None:
-            file_name, width, height = known["file"], known["width"], known["height"]
+            return _labelled_frame(item, known["file"], known["width"], known["height"])
+        try:
+            data = item.fetch()
+            with Image.open(io.BytesIO(data)) as image:
+                width, height, image_format = image.width, image.height, image.format or ""
+            frame = _labelled_frame(item, export_file_name(item.frame_id, item.name, image_format), width, height)
+        except (CuratorError, UnidentifiedImageError, ValueError) as exc:
+            return LeftOut(item.frame_id, str(exc))
+        if write_now is not None:
+            write_now(frame, data)
         else:
-            try:
-                with Image.open(io.BytesIO(item.fetch())) as image:
-                    width, height, image_format = image.width, image.height, image.format or ""
-                file_name = export_file_name(item.frame_id, item.name, image_format)
-            except (CuratorError, UnidentifiedImageError, ValueError) as exc:
-                left_out.append(LeftOut(item.frame_id, str(exc)))
-                continue
             fetch[item.frame_id] = item.fetch
-        frames.append(
-            LabelledFrame(
-                item.frame_id,
-                file_name,
-                width,
-                height,
-                tags=item.tags,
-                boxes=item.boxes,
-                model_name=item.model_name,
-                model_version=item.model_version,
-            )
-        )
+        return frame
+
+    for _, prepared in map_bounded(prepare, items, max_concurrency=WRITERS):
+        if isinstance(prepared, CuratorError):  # writing it failed (fetching it is the frame's fault: left out)
+            raise prepared
+        if isinstance(prepared, LeftOut):
+            left_out.append(prepared)
+            continue
+        frames.append(prepared)
         if progress:
             progress(len(frames))
     return frames, fetch
+
+
+def _labelled_frame(item: _Item, file_name: str, width: int, height: int) -> LabelledFrame:
+    return LabelledFrame(
+        item.frame_id,
+        file_name,
+        width,
+        height,
+        tags=item.tags,
+        boxes=item.boxes,
+        model_name=item.model_name,
+        model_version=item.model_version,
+    )
 
 
 def _ledger_items(curator: Any, include: str, detection: bool) -> Iterator[_Item]:

@@ -460,6 +460,11 @@ def mltable_text(jsonl_file_name: str) -> str:
     )
 
 
+def automl_image_path(file_name: str) -> str:
+    """Where AutoML's export puts an image, relative to its root: one place whatever the image's side."""
+    return f"images/{file_name}"
+
+
 def automl_export(
     split: FrameSplit,
     task: ExportTask,
@@ -478,7 +483,7 @@ def automl_export(
     frames = _check_writable(split)
     categories = categories or Categories.of(frames)
     root = _checked_prefix(prefix)
-    image_paths = {frame.frame_id: f"images/{frame.file_name}" for frame in frames}
+    image_paths = {frame.frame_id: automl_image_path(frame.file_name) for frame in frames}
     files: dict[str, bytes] = {}
     for side, members in split.by_side().items():
         if not members:
