@@ -73,11 +73,17 @@ def test_sidebar_shows_the_environment_and_each_service_with_a_health_dot(app_en
 def test_every_page_is_in_the_navigation_and_renders(app_env):
     at = app_env.open()
     titles = []
-    for page in ("views/review.py", "views/push_untagged.py", "views/activity.py", "views/connections.py"):
+    for page in (
+        "views/review.py",
+        "views/push_untagged.py",
+        "views/activity.py",
+        "views/export.py",
+        "views/connections.py",
+    ):
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         titles.append(at.title[0].value)
-    assert titles == ["Review", "Push untagged", "Activity", "Connections"]
+    assert titles == ["Review", "Push untagged", "Activity", "Export", "Connections"]
 
 
 def test_missing_settings_stop_the_pages_with_what_is_missing(app_env, monkeypatch):

@@ -153,7 +153,7 @@ def test_a_page_opened_by_its_url_on_a_fresh_server_has_the_whole_app_around_it(
     expect(sidebar.get_by_text(f"Reviewer: {default_actor()}")).to_be_visible()  # local use: no sign-in
     expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
     links = page.locator('[data-testid="stSidebarNav"]').get_by_role("link")
-    titles = ("Review", "Push untagged", "Activity", "Connections")  # the app's navigation, not the folder's
+    titles = ("Review", "Push untagged", "Activity", "Export", "Connections")  # the app's navigation, not the folder's
     expect(links).to_have_text([re.compile(f"{title}$") for title in titles])
     page.get_by_role("button", name="Test connections").click()
     expect(page.get_by_text(re.compile(r"^Custom Vision: project "))).to_be_visible()
