@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as bench_data
-from . import decrypt, first_page, hosts, push, reviewer
+from . import decrypt, export, first_page, hosts, push, reviewer
 from .common import machine
 from .push import QUOTA_BOUND
 from .sczpy_worker import SczpyWorker
 from .stack import QUOTA_RATE, start
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("decrypt", "first_page", "push", "hosts", "lost_ledger", "memory", "reviewer")
+BENCHMARKS = ("decrypt", "first_page", "push", "hosts", "lost_ledger", "export", "memory", "reviewer")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class Plan:
     sample_repeats: int
     hosts_blobs: int
     hosts_repeats: int
+    export_blobs: int
+    export_repeats: int
     memory_sizes: tuple[int, int]
     memory_repeats: tuple[int, int]
     profile_blobs: int
@@ -59,6 +61,8 @@ FULL = Plan(
     sample_repeats=2,
     hosts_blobs=2_000,
     hosts_repeats=2,
+    export_blobs=2_000,
+    export_repeats=3,
     memory_sizes=(2_000, 10_000),
     memory_repeats=(3, 2),
     profile_blobs=2_000,
@@ -76,6 +80,8 @@ QUICK = Plan(
     sample_repeats=1,
     hosts_blobs=400,
     hosts_repeats=1,
+    export_blobs=400,
+    export_repeats=1,
     memory_sizes=(400, 2_000),
     memory_repeats=(1, 1),
     profile_blobs=400,
@@ -118,6 +124,8 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
             container(plan.hosts_blobs)
         if "lost_ledger" in only:
             container(plan.sample_blobs)
+        if "export" in only:
+            container(plan.export_blobs)
         if "memory" in only:
             for n in plan.memory_sizes:
                 container(n)
@@ -174,6 +182,13 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
             _log(f"lost ledger: push all untagged of {plan.sample_blobs} frames already in the project, fresh ledger")
             results["lost_ledger"] = push.lost_ledger(
                 stack, container=container(plan.sample_blobs), blobs=plan.sample_blobs
+            )
+        if "export" in only:
+            _log(
+                f"export for Azure ML: {plan.export_blobs:,} frames x {plan.export_repeats}, and Azurite's own uploads"
+            )
+            results["export"] = export.run(
+                stack, container=container(plan.export_blobs), blobs=plan.export_blobs, repeats=plan.export_repeats
             )
         if "memory" in only:
             small, large = plan.memory_sizes
@@ -394,6 +409,18 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                 "info",
             )
         )
+    e = results.get("export")
+    if e:
+        out.append(
+            (
+                f"export {e['exported']:,} frames for Azure ML vs Azurite's uploads",
+                _fmt(e["ours_images_per_s"], " img/s"),
+                _fmt(e["baseline_images_per_s"], " img/s"),
+                _fmt(e["vs_azurite_upload"], "", 2),
+                f">= {e['target']:.2f}",
+                _verdict(e["vs_azurite_upload"] is not None and e["vs_azurite_upload"] >= e["target"]),
+            )
+        )
     m = results.get("memory")
     if m:
         small, large = m["sizes"]
@@ -538,6 +565,7 @@ def flat(results: dict) -> dict:
             "table_ledger_ms_per_image",
         ),
         "lost_ledger": ("upload_calls", "listing_calls"),
+        "export": ("vs_azurite_upload", "ours_images_per_s", "baseline_images_per_s"),
         "memory": ("peak_mb_2000", "peak_mb_10000", "growth"),
         "reviewer": ("open_page_seconds", "next_page_key_seconds", "key_to_selection_count_seconds"),
     }.items():
