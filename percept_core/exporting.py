@@ -241,8 +241,10 @@ def _write(
 ) -> ExportSummary:
     """The export itself: frames sized (a new one's bytes fetched), split, written; the manifest last.
 
-    A new frame's bytes are fetched twice (once for its size before the split, once to write it) rather than
-    held: an export of thousands of frames stays within the memory of one frame at a time.
+    An Azure ML export writes a new frame's image as soon as it is fetched (its path does not depend on the
+    split). COCO and YOLO put images under their side, known only once every frame is sized, so a new frame's
+    bytes are fetched again to be written rather than held: an export of thousands of frames holds a few
+    frames at a time.
     """
     if format not in FORMATS:
         raise ConfigError(f"The export format is one of {', '.join(FORMATS)}, not {format!r}.")
