@@ -25,7 +25,7 @@ from percept_core import Curator
 from percept_core.exporting import WRITERS
 
 from .common import CLI, median, rotate, run_child, run_dir, spread
-from .push import push_document
+from .push import push_document, push_untagged_arguments
 from .stack import BenchStack, clean_environ
 
 TARGET = 0.8
@@ -53,16 +53,7 @@ def run(stack: BenchStack, *, container: str, blobs: int, repeats: int) -> dict:
     env = clean_environ(stack.settings_values(container=container, cv="free", project_id=project, ledger=ledger))
     try:
         pushed = run_child(
-            [
-                str(CLI),
-                "--json",
-                "--env-file",
-                str(folder / "no.env"),
-                "push-untagged",
-                "--yes",
-                "--provenance",
-                "batch",
-            ],
+            [str(CLI), *push_untagged_arguments(folder)],
             env=env,
             cwd=folder,
         )

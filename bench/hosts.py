@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .common import ChildResult, median, rotate, run_child, run_dir, spread
-from .push import QUOTA_BOUND, THROTTLE_WORDS, push_document
+from .push import QUOTA_BOUND, THROTTLE_WORDS, push_document, push_untagged_arguments
 from .stack import QUOTA_RATE, BenchStack, clean_environ
 
 SIDES = (("table", 3), ("table", 1), ("sqlite", 1))  # (ledger, hosts)
@@ -45,13 +45,7 @@ def _host_command(folder: Path, table_prefix: str) -> list[str]:
         str(folder / "table-requests.json"),
         table_prefix,
         "--",
-        "--json",
-        "--env-file",
-        str(folder / "no.env"),
-        "push-untagged",
-        "--yes",
-        "--provenance",
-        "batch",
+        *push_untagged_arguments(folder),
     ]
 
 

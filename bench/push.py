@@ -49,6 +49,12 @@ def _cpu_delta(before: dict, after: dict) -> dict:
     return {k: round(after[k] - before[k], 2) for k in before}
 
 
+def push_untagged_arguments(folder: Path, provenance: str = "batch") -> list[str]:
+    """`percept-curator`'s arguments for a push of everything, with its JSON report, settings from the environment
+    only (the env file named does not exist)."""
+    return ["--json", "--env-file", str(folder / "no.env"), "push-untagged", "--yes", "--provenance", provenance]
+
+
 def push_document(child) -> dict:
     """The JSON report a `percept-curator --json push-untagged` child printed; an error when it printed none."""
     try:
@@ -71,16 +77,7 @@ def cli_push(
         env = stack.settings_values(container=container, cv=cv, project_id=project, ledger=folder / "ledger.sqlite")
         stats_before, cpu_before = stack.cv_stats(cv), stack.cpu_seconds()
         child = run_child(
-            [
-                str(CLI),
-                "--json",
-                "--env-file",
-                str(folder / "no.env"),
-                "push-untagged",
-                "--yes",
-                "--provenance",
-                provenance,
-            ],
+            [str(CLI), *push_untagged_arguments(folder, provenance)],
             env=clean_environ({**env, **(env_extra or {})}),
             cwd=folder,
             timeout=1800,
