@@ -211,7 +211,7 @@ def migrate(
     """Write every image of the Custom Vision project, with its tags and boxes as the project has them, in
     `format` to `destination`: a team's labelled history, out of Custom Vision (which retires in 2028)."""
     project = curator.project()
-    items = _project_items(curator, project.id)
+    items = _project_items(curator, project.id, project.is_detection)
     return _write(curator, destination, project, items, "project", format, validation_fraction, datastore, progress)
 
 
@@ -428,10 +428,9 @@ def _labelled(curator: Any, blobs: Sequence[RetrainingBlob], include: str, detec
         )
 
 
-def _project_items(curator: Any, project_id: str) -> Iterator[_Item]:
+def _project_items(curator: Any, project_id: str, detection: bool) -> Iterator[_Item]:
     """Every image of the project, oldest first; its provenance (when this tool pushed it) names the frame."""
     client = curator.customvision
-    detection = curator.project().is_detection
     for image in client.iter_images():
         meta = image.metadata
         name = meta.get("source_blob") or image.id

@@ -907,8 +907,9 @@ class TableLedger(RunClaims):
 
     def forget_push(self, key: BlobKey, project_id: str, *, actor: str, reason: str) -> None:
         """Drop a push record whose image is gone from the project (deleted in the portal), so it can go again."""
-        gone = self._get(self._pushes, self._push_address(key, project_id))
-        self._modify(self._pushes, self._push_address(key, project_id), lambda current: _Write(_DELETE))
+        address = self._push_address(key, project_id)
+        gone = self._get(self._pushes, address)
+        self._modify(self._pushes, address, lambda current: _Write(_DELETE), read=gone)
         if gone is not None and gone.get("sha256"):
             self._forget_content(project_id, gone["sha256"], gone.get("image_id"))
         self._event(actor, "forget-push", key, project_id=project_id, outcome="forgotten", details={"reason": reason})

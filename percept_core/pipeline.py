@@ -1026,9 +1026,10 @@ class _Run:
                     for p in batch
                 ]
             pairs = list(zip(batch, results, strict=True))
-            self.settle_all([self.upload_settlement(prepared, result) for prepared, result in pairs])
-            for prepared, result in pairs:
-                self.settle_followers(prepared, result)
+            settlements = [self.upload_settlement(prepared, result) for prepared, result in pairs]
+            self.settle_all(settlements)
+            for (prepared, result), settlement in zip(pairs, settlements, strict=True):
+                self.settle_followers(prepared, result, settlement.outcome)
 
     def upload_settlement(self, prepared: _Prepared, result: UploadResult) -> _Settlement:
         outcome = {
@@ -1048,9 +1049,8 @@ class _Run:
             result.service_status,
         )
 
-    def settle_followers(self, prepared: _Prepared, result: UploadResult) -> None:
-        """The frames of this run with the same content as `prepared`, settled as its upload went."""
-        outcome = self.upload_settlement(prepared, result).outcome
+    def settle_followers(self, prepared: _Prepared, result: UploadResult, outcome: Outcome) -> None:
+        """The frames of this run with the same content as `prepared`, settled as its upload went (`outcome`)."""
         image = prepared.image
         for follower in self.followers.pop(prepared.blob.key, []):
             if outcome in (Outcome.PUSHED, Outcome.DUPLICATE):
