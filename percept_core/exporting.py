@@ -48,6 +48,7 @@ from .exports import (
     export_file_name,
     exportable,
     frame_id_of,
+    is_safe_file_name,
     split_frames,
     task_of_project,
     yolo_export,
@@ -323,7 +324,13 @@ def _read_manifest(destination: Destination, format: str, project_id: str, sourc
             project_id,
             source,
         )
-    except (ValueError, KeyError, TypeError):
+        for entry in frames.values():  # whoever can write the destination wrote this file: names become paths
+            Split(entry["side"])
+            if not is_safe_file_name(entry["file"]) or not all(
+                isinstance(entry[size], int) and entry[size] >= 1 for size in ("width", "height")
+            ):
+                raise ValueError(entry)
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise ConfigError(f"{destination.describe()} holds a {MANIFEST} this tool cannot read.") from None
     if not same:
         raise ConfigError(

@@ -164,3 +164,15 @@ def test_migrate_writes_every_image_of_the_project_with_its_tags(reviewed, run_c
         run_cli("--json", "migrate", "--to", "coco", "--out", str(out), custom_vision_project_id=project_id).stdout
     )
     assert again["added"] == 0 and again["frames"] == 6
+
+
+def test_a_tampered_manifest_is_refused_before_any_name_in_it_becomes_a_path(reviewed, run_cli, project_id, tmp_path):
+    out = tmp_path / "coco"
+    _export(run_cli, project_id, "--to", "coco", "--out", str(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    first = next(iter(manifest["frames"]))
+    manifest["frames"][first]["file"] = "../../escaped.jpg"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = run_cli("export", "--to", "coco", "--out", str(out), custom_vision_project_id=project_id)
+    assert result.returncode == 2 and "cannot read" in result.stderr
+    assert not (tmp_path / "escaped.jpg").exists() and "Traceback" not in result.stderr
