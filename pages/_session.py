@@ -26,6 +26,7 @@ from percept_core.review import Pager, ReviewQuery
 if TYPE_CHECKING:
     from pages._jobs import SessionPush
     from pages._results import LastResult
+    from percept_core.exporting import ExportSummary
 
 PREVIEW_CACHE_BYTES = 48 * 1024 * 1024  # ~2,000 thumbnails a session
 
@@ -44,6 +45,7 @@ _SESSION_PUSH = "session_push"
 _PER_PROJECT_WIDGETS = "per_project_widgets"
 _KEPT = "kept:"
 _DRY_RUN = "dry_run"
+_EXPORT_ARCHIVE = "export_archive"
 _CONFIRMING_PUSH = "confirming_push"
 _TRAINING_ID = "training_id"
 # What belongs to one project: a new pick starts it afresh.
@@ -266,6 +268,19 @@ class Session:
     def take_note(self, about: Note) -> Any:
         """The message noted about this, once (None when there is none)."""
         return self.state.pop(f"note:{about}", None)
+
+    @property
+    def export_archive(self) -> tuple[str, bytes, ExportSummary] | None:
+        """The zip file of this session's last COCO or YOLO export (its file name, bytes and summary): this
+        reviewer's download, never shared with another session."""
+        return self.state.get(_EXPORT_ARCHIVE)
+
+    @export_archive.setter
+    def export_archive(self, archive: tuple[str, bytes, ExportSummary] | None) -> None:
+        if archive is None:
+            self.state.pop(_EXPORT_ARCHIVE, None)
+        else:
+            self.state[_EXPORT_ARCHIVE] = archive
 
     # -- Push untagged and Activity --------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -267,18 +268,26 @@ def _decrypt(curator, args, out: _Output) -> int:
     return EXIT_OK
 
 
-def _progress_bar(out: _Output, total: int | None, description: str):
+@contextmanager
+def _progress_bar(out: _Output, total: int | None, description: str) -> Iterator[Callable[[Any], None] | None]:
+    """A tqdm bar on a terminal (none for --json or a pipe): the progress callback to give the run, or None."""
     if out.as_json or not sys.stderr.isatty():
-        return None, None
+        yield None
+        return
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="img", desc=description, file=sys.stderr)
 
     def update(progress) -> None:
+        if bar.total is None and progress.total is not None:
+            bar.total = progress.total
         bar.update(progress.done - bar.n)
         bar.set_postfix({k: v for k, v in progress.counts.items() if v}, refresh=False)
 
-    return bar, update
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 def _report(out: _Output, report, heading: str) -> int:
@@ -307,12 +316,8 @@ def _report(out: _Output, report, heading: str) -> int:
 
 def _push(curator, args, out: _Output) -> int:
     blobs = [curator.blob(name) for name in args.blobs]
-    bar, update = _progress_bar(out, len(blobs), "push")
-    try:
+    with _progress_bar(out, len(blobs), "push") as update:
         report = curator.push(blobs, tags=args.tag, provenance=args.provenance, progress=update)
-    finally:
-        if bar:
-            bar.close()
     return _report(out, report, "push")
 
 
@@ -342,12 +347,8 @@ def _push_untagged(curator, args, out: _Output) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing pushed", file=sys.stderr)
             return EXIT_OK
-    bar, update = _progress_bar(out, None, "push-untagged")
-    try:
+    with _progress_bar(out, None, "push-untagged") as update:
         report = curator.push_all_untagged(blob_filter, provenance=args.provenance, progress=update)
-    finally:
-        if bar:
-            bar.close()
     return _report(out, report, "push-untagged")
 
 
@@ -425,22 +426,30 @@ def _train(curator, args, out: _Output) -> int:
 
 def _export(curator, args, out: _Output) -> int:
     destination, datastore = _destination(curator, args)
-    summary = export(
-        curator,
-        destination,
-        format=args.format,
-        include=args.include,
-        validation_fraction=args.validation,
-        datastore=datastore,
-    )
+    with _progress_bar(out, None, "export") as update:
+        summary = export(
+            curator,
+            destination,
+            format=args.format,
+            include=args.include,
+            validation_fraction=args.validation,
+            datastore=datastore,
+            progress=update,
+        )
     return _exported(out, summary)
 
 
 def _migrate(curator, args, out: _Output) -> int:
     destination, datastore = _destination(curator, args)
-    summary = migrate(
-        curator, destination, format=args.format, validation_fraction=args.validation, datastore=datastore
-    )
+    with _progress_bar(out, None, "migrate") as update:
+        summary = migrate(
+            curator,
+            destination,
+            format=args.format,
+            validation_fraction=args.validation,
+            datastore=datastore,
+            progress=update,
+        )
     return _exported(out, summary)
 
 

@@ -97,11 +97,16 @@ def export_file_name(frame_id: str, blob_name: str, image_format: str) -> str:
     if extension is None:
         raise ValueError(f"Image format {image_format!r} is not one an export writes (JPEG, PNG, BMP, GIF).")
     last = re.split(r"[/\\]", blob_name)[-1]
-    base = last.rsplit(".", 1)[0] if "." in last.lstrip(".") else last
-    ascii_base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
-    stem = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", ascii_base)).strip("_-")[:_MAX_STEM] or "frame"
+    stem = safe_stem(last.rsplit(".", 1)[0] if "." in last.lstrip(".") else last) or "frame"
     digest = hashlib.sha256(frame_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"{stem}-{digest}.{extension}"
+
+
+def safe_stem(text: str) -> str:
+    """`text` reduced to ASCII letters, digits, '_' and '-' (accents dropped, runs of others one '_'), at most
+    `_MAX_STEM` characters; empty when nothing is left."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", ascii_text)).strip("_-")[:_MAX_STEM]
 
 
 def is_safe_file_name(name: str) -> bool:

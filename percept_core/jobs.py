@@ -1,4 +1,5 @@
-"""Background push-all runs of this process, one per project, and the runs a dead process left behind.
+"""Background runs of this process (push all untagged, exports), one of each per project, and the push runs a
+dead process left behind.
 
 A run lives in a thread of its own (`BackgroundPush`), so it outlives the browser tab that started it;
 the registry lets any later page find it. A run killed with its process leaves claims in the ledger:
@@ -8,26 +9,32 @@ the registry lets any later page find it. A run killed with its process leaves c
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .ledger import Claim
-from .pipeline import BackgroundPush, DryRunReport
+from .pipeline import BackgroundPush, CancelToken, DryRunReport
 
 if TYPE_CHECKING:
     from .curator import Curator
 
 
 class PushJobs:
-    """The process's background pushes by project id: at most one running per project."""
+    """The process's background runs by project id: at most one push-all and one export running per project."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, BackgroundPush] = {}
         self._lock = threading.Lock()
 
     def current(self, project_id: str) -> BackgroundPush | None:
-        """The running or the last finished run for the project."""
+        """The running or the last finished push-all run for the project."""
         with self._lock:
             return self._jobs.get(project_id)
+
+    def current_export(self, project_id: str) -> BackgroundPush | None:
+        """The running or the last finished export (or migration) of the project."""
+        with self._lock:
+            return self._jobs.get(_EXPORT + project_id)
 
     def all(self) -> list[BackgroundPush]:
         with self._lock:
@@ -35,19 +42,32 @@ class PushJobs:
 
     def start_push_all(self, curator: Curator, *, total: int | None = None) -> BackgroundPush:
         """Push everything not yet in the project, untagged, in the background (or return the run already going)."""
-        project_id = curator.customvision.project_id
+        return self._start(
+            curator.customvision.project_id,
+            lambda progress, cancel: curator.push_all_untagged(dry_run=False, progress=progress, cancel=cancel),
+            description="Push all untagged",
+            actor=curator.actor,
+            total=total,
+        )
+
+    def start_export(
+        self, curator: Curator, run: Callable[[Callable[[Any], None], CancelToken], Any], *, description: str
+    ) -> BackgroundPush:
+        """Run an export of the project (`exporting.export` or `migrate` given progress and cancel) in the
+        background, or return the one already going."""
+        return self._start(_EXPORT + curator.customvision.project_id, run, description=description, actor=curator.actor)
+
+    def _start(self, key: str, run, *, description: str, actor: str, total: int | None = None) -> BackgroundPush:
         with self._lock:
-            job = self._jobs.get(project_id)
+            job = self._jobs.get(key)
             if job is not None and job.running:
                 return job
-            job = BackgroundPush(
-                lambda progress, cancel: curator.push_all_untagged(dry_run=False, progress=progress, cancel=cancel),
-                description="Push all untagged",
-                actor=curator.actor,
-                total=total,
-            )
-            self._jobs[project_id] = job.start()
+            job = BackgroundPush(run, description=description, actor=actor, total=total)
+            self._jobs[key] = job.start()
             return job
+
+
+_EXPORT = "export:"  # project ids are GUIDs: no push-all key starts so
 
 
 def expected_items(report: DryRunReport) -> int:

@@ -1091,13 +1091,15 @@ class BackgroundPush(Generic[ReportT]):
     """A push run in a thread of its own, so it outlives the page that started it (a closed tab) and
     the script run that started it (Streamlit stops a run when the reviewer acts meanwhile).
 
-    `report` is what `run` returned (a `PushReport` for push all untagged). The app keeps push-all runs
-    in a process-wide registry; the ledger's claims make a restarted app resume where a killed one stopped.
+    `report` is what `run` returned (a `PushReport` for push all untagged, an `exporting.ExportSummary` for an
+    export) and `progress` what it reported last (a `PushProgress`, an `exporting.ExportProgress`). The app keeps
+    push-all runs and exports in a process-wide registry (`jobs.PushJobs`); the ledger's claims make a restarted
+    app resume a push where a killed one stopped, an export's manifest an export.
     """
 
     def __init__(
         self,
-        run: Callable[[Callable[[PushProgress], None], CancelToken], ReportT],
+        run: Callable[[Callable[[Any], None], CancelToken], ReportT],
         *,
         description: str,
         actor: str,
@@ -1107,7 +1109,7 @@ class BackgroundPush(Generic[ReportT]):
         self.actor = actor
         self.total = total
         self.cancel_token = CancelToken()
-        self.progress: PushProgress | None = None
+        self.progress: Any = None
         self.report: ReportT | None = None
         self.error: BaseException | None = None
         self.started_at = time.time()
@@ -1126,7 +1128,7 @@ class BackgroundPush(Generic[ReportT]):
         finally:
             self._done.set()
 
-    def _on_progress(self, progress: PushProgress) -> None:
+    def _on_progress(self, progress: Any) -> None:
         if self.total is not None and progress.total is None:
             progress.total = self.total
         self.progress = progress

@@ -3,8 +3,11 @@ and the container, decrypted in memory; private on disk; adding only what is new
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import stat
+import zipfile
 
 import pytest
 import yaml
@@ -13,6 +16,10 @@ from pycocotools.coco import COCO
 from percept_core import Curator
 from percept_core.blobs import blob_service
 from percept_core.boxes import Box, save_boxes
+from percept_core.errors import ExportError
+from percept_core.exporting import WRITERS, ArchiveDestination, ExportProgress, FolderDestination, Include, export
+from percept_core.exports import AzureMLDatastore
+from percept_core.pipeline import CancelToken
 from tests.conftest import REPO
 
 
@@ -176,3 +183,94 @@ def test_a_tampered_manifest_is_refused_before_any_name_in_it_becomes_a_path(rev
     result = run_cli("export", "--to", "coco", "--out", str(out), custom_vision_project_id=project_id)
     assert result.returncode == 2 and "cannot read" in result.stderr
     assert not (tmp_path / "escaped.jpg").exists() and "Traceback" not in result.stderr
+
+
+def _curator(stack, project_id, tmp_path) -> Curator:
+    """In this process, on the ledger `run_cli` writes (the `reviewed` fixture's pushes are in it)."""
+    settings = stack.settings(custom_vision_project_id=project_id, percept_ledger_path=str(tmp_path / "ledger.sqlite"))
+    return Curator(settings, actor="reviewer")
+
+
+def _files_in(out) -> set[str]:
+    return {p.name for p in (out / "images").rglob("*") if p.is_file()}
+
+
+def _coco_files(out, sides) -> set[str]:
+    return {
+        image["file_name"]
+        for side in sides
+        for image in COCO(str(out / "annotations" / f"instances_{side}.json")).dataset["images"]
+    }
+
+
+def test_a_cancelled_export_names_exactly_what_it_wrote_and_the_next_run_adds_the_rest(
+    reviewed, stack, project_id, tmp_path
+):
+    """Cancelled while it writes, an export's annotation files and manifest hold the images it wrote, no more and
+    no fewer; the frames an earlier run exported stay in it; the next run adds only the rest."""
+    curator = _curator(stack, project_id, tmp_path)
+    out = tmp_path / "coco"
+    first = export(curator, FolderDestination(out), format="coco", include=Include.TAGGED, validation_fraction=0.5)
+    assert (first.frames, first.cancelled) == (6, False)
+    more = [b for b in curator.blobs() if b.name in reviewed[7:]]
+    assert curator.push(more).counts["pushed"] == len(more) > 2 * WRITERS
+    total = 6 + len(more)
+
+    cancel = CancelToken()
+    seen: list[ExportProgress] = []
+
+    def cancel_at_first_write(progress: ExportProgress) -> None:
+        seen.append(progress)
+        if progress.written:
+            cancel.cancel()
+
+    stopped = export(curator, FolderDestination(out), format="coco", progress=cancel_at_first_write, cancel=cancel)
+    # The writes already handed out finish (2 x WRITERS at most), none starts after: fewer than the new frames.
+    assert stopped.cancelled and 0 < stopped.added <= 2 * WRITERS and stopped.frames == 6 + stopped.added
+    assert seen[-1].total == total and max(p.done for p in seen) == total
+    manifest = json.loads((out / "manifest.json").read_text())["frames"]
+    assert len(manifest) == stopped.frames
+    assert _files_in(out) == {entry["file"] for entry in manifest.values()} == _coco_files(out, stopped.per_side)
+
+    rest = export(curator, FolderDestination(out), format="coco")
+    assert not rest.cancelled and rest.frames == total and rest.added == total - stopped.frames
+    assert len(_files_in(out)) == total == len(_coco_files(out, rest.per_side))
+    logged = sorted(curator.ledger.events(action="export"), key=lambda event: event.id)
+    assert [event.details["cancelled"] for event in logged] == [False, True, False]
+    assert [event.details["added"] for event in logged] == [6, stopped.added, rest.added]
+    assert logged[-1].details["manifest_sha256"] == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_an_export_cancelled_before_it_reads_keeps_every_frame_exported_before(reviewed, stack, project_id, tmp_path):
+    curator = _curator(stack, project_id, tmp_path)
+    out = tmp_path / "azureml"
+    destination = FolderDestination(out)
+    store = AzureMLDatastore("frames")
+    assert export(curator, destination, format="azureml", datastore=store).frames == 6
+    assert curator.push([b for b in curator.blobs() if b.name in reviewed[7:9]]).counts["pushed"] == 2
+    cancel = CancelToken()
+    cancel.cancel()
+    stopped = export(curator, destination, format="azureml", datastore=store, cancel=cancel)
+    assert stopped.cancelled and (stopped.frames, stopped.added) == (6, 0)
+    lines = [
+        line
+        for side in stopped.per_side
+        for line in (out / side / f"{side}_annotations.jsonl").read_text().splitlines()
+    ]
+    assert len(lines) == 6 and len(list((out / "images").iterdir())) == 6
+
+
+def test_an_archive_larger_than_a_download_may_be_is_refused_and_nothing_is_recorded(
+    reviewed, stack, project_id, tmp_path
+):
+    curator = _curator(stack, project_id, tmp_path)
+    with pytest.raises(ExportError, match="larger than a download may be") as refused:
+        export(curator, ArchiveDestination("Shelf / v1", "coco", max_bytes=100_000), format="coco")
+    assert "percept-curator export --out" in refused.value.hint
+    assert curator.ledger.events(action="export") == []
+    whole = ArchiveDestination("Shelf / v1", "coco")
+    assert export(curator, whole, format="coco").frames == 6
+    with zipfile.ZipFile(io.BytesIO(whole.archive())) as archive:
+        names = archive.namelist()
+    assert whole.describe() == "Shelf_v1-coco.zip" and all(name.startswith("Shelf_v1-coco/") for name in names)
+    assert len([name for name in names if "/images/" in name]) == 6 and "Shelf_v1-coco/manifest.json" in names
