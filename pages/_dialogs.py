@@ -23,6 +23,7 @@ from percept_core.customvision import ProjectInfo
 from percept_core.jobs import PushJobs, expected_items
 from percept_core.ledger import BlobRecord
 from percept_core.pipeline import DryRunReport
+from percept_core.targets import CustomVisionTarget
 
 CLOSE_VIEW_KEY = "close_view"
 
@@ -130,7 +131,7 @@ def confirm_push_all(curator: Curator, project: ProjectInfo, jobs: PushJobs, rep
         st.warning(f"The project has room for {report.headroom:,} more images only; the rest will fail.")
     if st.button("Confirm push", type="primary"):
         _auth.require_reviewer()
-        jobs.start_push_all(curator, total=expected_items(report))
+        jobs.start(CustomVisionTarget(curator), total=expected_items(report))
         session = Session()
         session.set_dry_run(project.id, None)  # counted before this run: a new dry run counts again
         session.confirming_push = False

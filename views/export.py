@@ -10,14 +10,15 @@ import streamlit as st
 from pages import _auth, _curator, _jobs, _results
 from pages._session import Session
 from pages._text import md
-from percept_core.exporting import ArchiveDestination, ExportSummary, Include, container_destination, export, migrate
+from percept_core.exporting import ArchiveDestination, Destination, ExportSummary, Include, container_destination
 from percept_core.exports import AzureMLDatastore
-from percept_core.pipeline import BackgroundPush
+from percept_core.pipeline import BackgroundPush, CancelToken
+from percept_core.targets import FORMAT_NAMES, DatasetTarget, TargetKind
 
 TARGETS = {
-    "azureml": "Azure ML (AutoML for images)",
-    "coco": "COCO, as a zip file",
-    "yolo": "YOLO, as a zip file",
+    "azureml": FORMAT_NAMES["azureml"],
+    "coco": f"{FORMAT_NAMES['coco']}, as a zip file",
+    "yolo": f"{FORMAT_NAMES['yolo']}, as a zip file",
 }
 SOURCES = {
     "ledger": "the frames reviewed here",
@@ -41,7 +42,7 @@ st.caption(
 @st.fragment(run_every=1.0)
 def live_progress() -> None:
     _auth.require_reviewer()  # a fragment reruns without the app's entry
-    job = jobs.current_export(project.id)
+    job = jobs.current(project.id, TargetKind.EXPORT)
     if job is None or not job.running:
         st.rerun()  # finished: the whole page shows the result
     progress = job.progress
@@ -85,7 +86,7 @@ def show_summary(summary: ExportSummary) -> None:
         )
 
 
-job = jobs.current_export(project.id)
+job = jobs.current(project.id, TargetKind.EXPORT)
 if job is not None and job.running:
     st.subheader(job.description)
     live_progress()
@@ -113,13 +114,9 @@ with st.form("export"):
     go = st.form_submit_button("Export", type="primary", icon=":material/upload:")
 
 
-def run(destination, progress, cancel) -> ExportSummary:
-    options = {"format": target, "validation_fraction": validation, "progress": progress, "cancel": cancel}
-    if target == "azureml":
-        options["datastore"] = AzureMLDatastore(datastore.strip())
-    if source == "project":
-        return migrate(curator, destination, **options)
-    return export(curator, destination, include=include, **options)
+def target_at(destination: Destination) -> DatasetTarget:
+    store = AzureMLDatastore(datastore.strip()) if target == "azureml" else None
+    return DatasetTarget(curator, destination, target, include, validation, store, migrate=source == "project")
 
 
 if go and target == "azureml":
@@ -130,16 +127,16 @@ if go and target == "azureml":
         except ValueError as exc:
             st.error(md(str(exc)), icon=":material/error:")
             st.stop()
-        destination = container_destination(curator.settings, container.strip(), prefix.strip())
-        description = f"{'Migration' if source == 'project' else 'Export'} to {TARGETS[target]}"
-        jobs.start_export(curator, lambda progress, cancel: run(destination, progress, cancel), description=description)
+        jobs.start(target_at(container_destination(curator.settings, container.strip(), prefix.strip())))
         st.rerun()
 elif go:  # a zip file for this reviewer's browser, built in this session
     _auth.require_reviewer()
     session.export_archive = None
     archive = ArchiveDestination(project.name, target)
     with _results.action_errors("The export"), st.status("Exporting…") as status:
-        summary = run(archive, lambda p: status.update(label=f"Exporting… {p.done:,} frames read"), None)
+        summary = target_at(archive).run(
+            lambda p: status.update(label=f"Exporting… {p.done:,} frames read"), CancelToken()
+        )
         status.update(label="Exported", state="complete")
         session.export_archive = (archive.describe(), archive.archive(), summary)
 
