@@ -1,0 +1,406 @@
+"""A metadata index of the `data` container: find, count and page its blobs without listing the container.
+
+A row per blob (name, etag, size, last modified, the metadata as uploaded) with the fields the app filters on
+taken out (model name and version, confidence, capture time), kept beside the ledger: a table in the ledger's
+SQLite file (`SqliteBlobIndex`), or tables of the shared ledger's account (`ledger_table` has its own). A row
+is turned back into a `RetrainingBlob` by the same parser a listing uses (`RetrainingBlob.from_properties`),
+so what the index says of a blob is what the container says, and every filter is checked again on the blob
+(`BlobFilter.matches`) after the query narrowed the rows.
+
+The index is kept fresh by whoever sees a blob arrive (the Event Grid Function, `index_blob`) and repaired by
+`sync` (`percept-curator index`): a walk of the container's listing beside the index, in name order, that adds
+new blobs, rewrites changed ones (another etag) and removes deleted ones; resumable from its last page. A row
+whose blob changed since it was indexed is never pushed from: every download names the etag it expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+import time as clock
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+from azure.core.exceptions import AzureError
+
+from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, storage_error
+from .errors import BlobNotFoundError, CuratorError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blob_index (
+    container TEXT NOT NULL, name TEXT NOT NULL,
+    etag TEXT NOT NULL, size INTEGER NOT NULL, last_modified TEXT, metadata TEXT NOT NULL,
+    model_name TEXT, model_version TEXT, confidence REAL, captured_at TEXT,
+    PRIMARY KEY (container, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_index_model ON blob_index (container, model_name, model_version, captured_at);
+CREATE INDEX IF NOT EXISTS blob_index_confidence ON blob_index (container, confidence);
+CREATE INDEX IF NOT EXISTS blob_index_captured ON blob_index (container, captured_at);
+CREATE TABLE IF NOT EXISTS blob_index_state (
+    container TEXT PRIMARY KEY, built_at TEXT, sync_marker TEXT, sync_after TEXT
+);
+"""
+
+SYNC_PAGE = 5000  # container entries listed per request by a sync
+
+
+@dataclass
+class SyncReport:
+    """What a sync did: entries listed, rows added, rewritten (another etag) and removed (gone from the container)."""
+
+    listed: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    resumed: bool = False
+
+    @property
+    def blobs_per_second(self) -> float:
+        return self.listed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "listed": self.listed,
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "seconds": round(self.seconds, 3),
+            "resumed": self.resumed,
+        }
+
+
+@dataclass
+class SyncProgress:
+    """How far a sync is: container entries listed so far (`done`), rows changed so far (`counts`)."""
+
+    done: int
+    total: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class BlobIndex(Protocol):
+    """The contract both backends keep. `blobs` finds every matching row once, in the backend's stable order
+    (SQLite: by name; Table Storage: by partition, then name), and continues after a `position` it gave."""
+
+    container: str
+
+    def position(self, blob: RetrainingBlob) -> str: ...
+
+    def built_at(self) -> datetime | None: ...
+
+    def put(self, blobs: Iterable[RetrainingBlob]) -> int: ...
+
+    def remove(self, names: Iterable[str]) -> int: ...
+
+    def get(self, name: str) -> RetrainingBlob | None: ...
+
+    def blobs(self, blob_filter: BlobFilter | None = None, *, after: str | None = None) -> Iterator[RetrainingBlob]: ...
+
+    def count(self, blob_filter: BlobFilter | None = None) -> int: ...
+
+    def etags(self, *, after: str | None, until: str | None) -> dict[str, str]: ...
+
+    def sync_checkpoint(self) -> tuple[str | None, str | None]: ...
+
+    def save_checkpoint(self, marker: str | None, after: str | None, *, built: bool = False) -> None: ...
+
+
+def row_of(blob: RetrainingBlob) -> dict[str, Any]:
+    """A blob as an index row: what the listing said of it, and the fields filters use."""
+    return {
+        "name": blob.name,
+        "etag": blob.etag,
+        "size": blob.size,
+        "last_modified": blob.last_modified.isoformat() if blob.last_modified else None,
+        "metadata": json.dumps(dict(blob.metadata), sort_keys=True),
+        "model_name": blob.model_name,
+        "model_version": blob.model_version,
+        "confidence": blob.confidence,
+        "captured_at": blob.captured_at.isoformat() if blob.captured_at else None,
+    }
+
+
+def blob_of(container: str, row: Any) -> RetrainingBlob:
+    """An index row back as a blob, parsed exactly as a listing's entry is."""
+    properties = SimpleNamespace(
+        name=row["name"],
+        etag=row["etag"],
+        size=row["size"],
+        last_modified=datetime.fromisoformat(row["last_modified"]) if row["last_modified"] else None,
+        metadata=json.loads(row["metadata"]),
+    )
+    return RetrainingBlob.from_properties(container, properties)
+
+
+def _bound(value: datetime | Any, at: time) -> str:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None).isoformat()
+    return datetime.combine(value, at).isoformat()
+
+
+class SqliteBlobIndex:
+    """The index as a table of the ledger's SQLite file (WAL: the app, the CLI and notebooks share it)."""
+
+    def __init__(self, path: str | Path, container: str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = container
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=60000")
+        # Python's lower(), so that a name filter matches here exactly as BlobFilter.matches does (SQLite's is ASCII).
+        self._db.create_function("py_lower", 1, lambda text: text.lower() if text else text, deterministic=True)
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SqliteBlobIndex({str(self.path)!r}, {self.container!r})"
+
+    def position(self, blob: RetrainingBlob) -> str:
+        """Where a blob is in this index's order (by name): `blobs(after=...)` continues after it."""
+        return blob.name
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def built_at(self) -> datetime | None:
+        """When a sync last walked the whole container (None: never, so the index is not to be read)."""
+        rows = self._query("SELECT built_at FROM blob_index_state WHERE container=?", (self.container,))
+        return datetime.fromisoformat(rows[0]["built_at"]) if rows and rows[0]["built_at"] else None
+
+    def sync_checkpoint(self) -> tuple[str | None, str | None]:
+        """(listing marker, last name synced) where an interrupted sync resumes; (None, None) to start over."""
+        rows = self._query("SELECT sync_marker, sync_after FROM blob_index_state WHERE container=?", (self.container,))
+        return (rows[0]["sync_marker"], rows[0]["sync_after"]) if rows else (None, None)
+
+    def save_checkpoint(self, marker: str | None, after: str | None, *, built: bool = False) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO blob_index_state (container, built_at, sync_marker, sync_after) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (container) DO UPDATE SET sync_marker=excluded.sync_marker, "
+                "sync_after=excluded.sync_after, built_at=COALESCE(?, blob_index_state.built_at)",
+                (self.container, None, marker, after, _now() if built else None),
+            )
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def put(self, blobs: Iterable[RetrainingBlob]) -> int:
+        """Add or rewrite these blobs' rows (a newer etag replaces the row); how many were written."""
+        rows = [row_of(blob) for blob in blobs]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO blob_index (container, name, etag, size, last_modified, metadata, "
+                    "model_name, model_version, confidence, captured_at) VALUES "
+                    "(:container, :name, :etag, :size, :last_modified, :metadata, :model_name, :model_version, "
+                    ":confidence, :captured_at)",
+                    [{"container": self.container, **row} for row in rows],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return len(rows)
+
+    def remove(self, names: Iterable[str]) -> int:
+        names = list(names)
+        with self._lock:
+            before = self._db.total_changes
+            self._db.executemany(
+                "DELETE FROM blob_index WHERE container=? AND name=?", [(self.container, name) for name in names]
+            )
+            return self._db.total_changes - before
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def get(self, name: str) -> RetrainingBlob | None:
+        rows = self._query("SELECT * FROM blob_index WHERE container=? AND name=?", (self.container, name))
+        return blob_of(self.container, rows[0]) if rows else None
+
+    def _where(self, blob_filter: BlobFilter) -> tuple[str, list[Any]]:
+        """SQL narrowing the rows to those the filter may match (BlobFilter.matches has the last word)."""
+        clauses, params = ["container=?"], [self.container]
+        if blob_filter.model_names:
+            clauses.append(f"model_name IN ({','.join('?' * len(blob_filter.model_names))})")
+            params += blob_filter.model_names
+        if blob_filter.model_versions:
+            clauses.append(f"model_version IN ({','.join('?' * len(blob_filter.model_versions))})")
+            params += blob_filter.model_versions
+        if blob_filter.min_confidence is not None:
+            clauses.append("confidence >= ?")
+            params.append(blob_filter.min_confidence)
+        if blob_filter.max_confidence is not None:
+            clauses.append("confidence <= ?")
+            params.append(blob_filter.max_confidence)
+        if blob_filter.captured_from is not None:
+            clauses.append("captured_at >= ?")
+            params.append(_bound(blob_filter.captured_from, time.min))
+        if blob_filter.captured_to is not None:
+            clauses.append("captured_at <= ?")
+            params.append(_bound(blob_filter.captured_to, time.max))
+        if blob_filter.name_prefix:
+            clauses.append("substr(name, 1, ?) = ?")
+            params += [len(blob_filter.name_prefix), blob_filter.name_prefix]
+        if blob_filter.name_contains:
+            clauses.append("instr(py_lower(name), ?) > 0")
+            params.append(blob_filter.name_contains.lower())
+        return " AND ".join(clauses), params
+
+    def blobs(
+        self, blob_filter: BlobFilter | None = None, *, after: str | None = None, chunk: int = 1000
+    ) -> Iterator[RetrainingBlob]:
+        """Every matching blob in name order after the position `after`, read `chunk` rows at a time (bounded
+        memory)."""
+        blob_filter = blob_filter or BlobFilter()
+        where, params = self._where(blob_filter)
+        while True:
+            since = "" if after is None else " AND name > ?"
+            rows = self._query(
+                f"SELECT * FROM blob_index WHERE {where}{since} ORDER BY name LIMIT ?",  # noqa: S608 - placeholders
+                [*params, *([] if after is None else [after]), chunk],
+            )
+            for row in rows:
+                blob = blob_of(self.container, row)
+                if blob_filter.matches(blob):
+                    yield blob
+            if len(rows) < chunk:
+                return
+            after = rows[-1]["name"]
+
+    def count(self, blob_filter: BlobFilter | None = None) -> int:
+        """How many blobs match: counted by the query, unless a filter needs each blob's own check."""
+        blob_filter = blob_filter or BlobFilter()
+        where, params = self._where(blob_filter)
+        [row] = self._query(f"SELECT COUNT(*) FROM blob_index WHERE {where}", params)  # noqa: S608 - placeholders
+        return int(row[0])
+
+    def etags(self, *, after: str | None, until: str | None) -> dict[str, str]:
+        """name -> etag of the rows with after < name <= until (None: unbounded), for a sync to compare."""
+        sql, params = "SELECT name, etag FROM blob_index WHERE container=?", [self.container]
+        if after is not None:
+            sql += " AND name > ?"
+            params.append(after)
+        if until is not None:
+            sql += " AND name <= ?"
+            params.append(until)
+        return {row["name"]: row["etag"] for row in self._query(sql, params)}
+
+
+def page(
+    index: BlobIndex,
+    blob_filter: BlobFilter | None = None,
+    *,
+    page_size: int = 48,
+    continuation: str | None = None,
+    predicate: Callable[[RetrainingBlob], bool] | None = None,
+) -> BlobPage:
+    """The next `page_size` matching blobs after `continuation` (the position of the last one shown), in the
+    index's order."""
+    after = _decode(continuation) if continuation else None
+    found: list[RetrainingBlob] = []
+    for blob in index.blobs(blob_filter, after=after):
+        if predicate is not None and not predicate(blob):
+            continue
+        if len(found) == page_size:
+            return BlobPage(found, _encode(index.position(found[-1])))
+        found.append(blob)
+    return BlobPage(found, None)
+
+
+def _encode(after: str) -> str:
+    return "i" + base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+def _decode(token: str) -> str:
+    try:
+        if not token.startswith("i"):
+            raise ValueError(token)
+        return str(json.loads(base64.urlsafe_b64decode(token[1:].encode()))["after"])
+    except (ValueError, KeyError, TypeError):
+        raise CuratorError("That page token is not one this tool made.") from None
+
+
+def sync(
+    index: BlobIndex,
+    data: RetrainingDataClient,
+    *,
+    progress: Callable[[SyncProgress], None] | None = None,
+    restart: bool = False,
+    page_size: int = SYNC_PAGE,
+) -> SyncReport:
+    """Make the index agree with the container: walk the listing page by page beside the index's rows of the same
+    names, add what is new, rewrite what changed, remove what is gone. After each page the listing's marker is
+    saved, so an interrupted sync resumes there; the walk's end marks the index built."""
+    report = SyncReport()
+    started = clock.monotonic()
+    marker, after = (None, None) if restart else index.sync_checkpoint()
+    report.resumed = marker is not None
+    pager = data.container_client.list_blobs(include=["metadata"], results_per_page=page_size).by_page(
+        continuation_token=marker
+    )
+    while True:
+        try:
+            entries = list(next(pager))
+        except StopIteration:
+            entries = []
+        except AzureError as exc:
+            raise storage_error(exc, f"list the {data.container!r} container") from None
+        next_marker = pager.continuation_token
+        blobs = [RetrainingBlob.from_properties(data.container, entry) for entry in entries]
+        last = blobs[-1].name if blobs and next_marker else None  # the end of the listing: every row after goes
+        known = index.etags(after=after, until=last)
+        report.listed += len(blobs)
+        new = [blob for blob in blobs if blob.name not in known]
+        changed = [blob for blob in blobs if blob.name in known and known[blob.name] != blob.etag]
+        listed = {blob.name for blob in blobs}
+        gone = [name for name in known if name not in listed]
+        index.put([*new, *changed])
+        index.remove(gone)
+        report.added += len(new)
+        report.changed += len(changed)
+        report.removed += len(gone)
+        index.save_checkpoint(next_marker, last, built=not next_marker)
+        if progress is not None:
+            counts = {"added": report.added, "changed": report.changed, "removed": report.removed}
+            progress(SyncProgress(report.listed, None, counts))
+        if not next_marker:
+            break
+        after = last
+    report.seconds = clock.monotonic() - started
+    return report
+
+
+def index_blob(index: BlobIndex, data: RetrainingDataClient, name: str) -> RetrainingBlob | None:
+    """Index one blob as it is now in the container (an Event Grid event names it): its row is written, or
+    removed when the blob is gone. Returns the blob, or None when it is gone."""
+    try:
+        blob = data.get_blob(name)
+    except BlobNotFoundError:
+        index.remove([name])
+        return None
+    index.put([blob])
+    return blob
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+__all__ = ["BlobIndex", "SqliteBlobIndex", "SyncProgress", "SyncReport", "index_blob", "page", "sync"]
