@@ -67,10 +67,16 @@ def pager_button_keys(where: str) -> tuple[str, str]:
     return f"{where}_prev", f"{where}_next"
 
 
-def pager_controls(pager: Pager, shown: int, *, where: str) -> None:
+def matching_count(curator: Curator, query: ReviewQuery) -> int | None:
+    """How many blobs the filters match, when the blob index can say at once (not with a state filter)."""
+    return None if query.states else curator.count(query.blob_filter)
+
+
+def pager_controls(pager: Pager, shown: int, *, where: str, matching: int | None = None) -> None:
     previous_key, next_key = pager_button_keys(where)
     left, middle, right = st.columns([1, 4, 1], vertical_alignment="center")
     left.button("Previous", key=previous_key, disabled=not pager.has_previous, on_click=_auth.guarded(pager.previous))
     more = "more after it" if pager.has_next else "the last page"
-    middle.markdown(f"Page {pager.number} · {shown} blobs · {more}")
+    of = f" of {matching:,} matching" if matching is not None else ""
+    middle.markdown(f"Page {pager.number} · {shown} blobs{of} · {more}")
     right.button("Next", key=next_key, disabled=not pager.has_next, on_click=_auth.guarded(pager.next))

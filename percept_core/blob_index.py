@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from azure.core.exceptions import AzureError
 
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, storage_error
-from .errors import BlobNotFoundError, CuratorError
+from .errors import BlobNotFoundError, CuratorError, StaleBlobError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blob_index (
@@ -150,17 +150,25 @@ class SqliteBlobIndex:
 
     def __init__(self, path: str | Path, container: str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.container = container
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        # Python's lower(), so that a name filter matches here exactly as BlobFilter.matches does (SQLite's is ASCII).
-        self._db.create_function("py_lower", 1, lambda text: text.lower() if text else text, deterministic=True)
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The file, opened (and created) on first use: asking whether an index is built creates nothing."""
         with self._lock:
-            self._db.executescript(_SCHEMA)
+            if self._connection is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA busy_timeout=60000")
+                # Python's lower(), so that a name filter matches as BlobFilter.matches does (SQLite's is ASCII).
+                db.create_function("py_lower", 1, lambda text: text.lower() if text else text, deterministic=True)
+                db.executescript(_SCHEMA)
+                self._connection = db
+            return self._connection
 
     def __repr__(self) -> str:
         return f"SqliteBlobIndex({str(self.path)!r}, {self.container!r})"
@@ -171,7 +179,9 @@ class SqliteBlobIndex:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -181,6 +191,8 @@ class SqliteBlobIndex:
 
     def built_at(self) -> datetime | None:
         """When a sync last walked the whole container (None: never, so the index is not to be read)."""
+        if self._connection is None and not self.path.exists():
+            return None
         rows = self._query("SELECT built_at FROM blob_index_state WHERE container=?", (self.container,))
         return datetime.fromisoformat(rows[0]["built_at"]) if rows and rows[0]["built_at"] else None
 
@@ -194,8 +206,8 @@ class SqliteBlobIndex:
             self._db.execute(
                 "INSERT INTO blob_index_state (container, built_at, sync_marker, sync_after) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (container) DO UPDATE SET sync_marker=excluded.sync_marker, "
-                "sync_after=excluded.sync_after, built_at=COALESCE(?, blob_index_state.built_at)",
-                (self.container, None, marker, after, _now() if built else None),
+                "sync_after=excluded.sync_after, built_at=COALESCE(excluded.built_at, blob_index_state.built_at)",
+                (self.container, _now() if built else None, marker, after),
             )
 
     # -- writing ------------------------------------------------------------------------------------
@@ -399,8 +411,67 @@ def index_blob(index: BlobIndex, data: RetrainingDataClient, name: str) -> Retra
     return blob
 
 
+class IndexedBlobs:
+    """The container as the app, the CLI, the notebooks and the pipeline read it: listed from the index once a
+    sync has built it, else from the container itself; downloads always from the container, by etag.
+
+    Everything a `RetrainingDataClient` offers is here (its other attributes are its own), plus `count`.
+    """
+
+    def __init__(self, data: RetrainingDataClient, index: BlobIndex | None) -> None:
+        self.data = data
+        self.index = index
+
+    def __getattr__(self, name: str) -> Any:  # downloads, single blobs, call counts: the container's
+        return getattr(self.data, name)
+
+    def built(self) -> BlobIndex | None:
+        """The index, when one has been built for this container (else None: list the container)."""
+        return self.index if self.index is not None and self.index.built_at() is not None else None
+
+    def list_blobs(
+        self, blob_filter: BlobFilter | None = None, *, predicate: Callable[[RetrainingBlob], bool] | None = None
+    ) -> Iterator[RetrainingBlob]:
+        index = self.built()
+        if index is None:
+            return self.data.list_blobs(blob_filter, predicate=predicate)
+        return (blob for blob in index.blobs(blob_filter) if predicate is None or predicate(blob))
+
+    def list_page(
+        self,
+        blob_filter: BlobFilter | None = None,
+        *,
+        page_size: int = 48,
+        continuation: str | None = None,
+        predicate: Callable[[RetrainingBlob], bool] | None = None,
+    ) -> BlobPage:
+        index = self.built()
+        if index is None or (continuation is not None and not continuation.startswith("i")):
+            # A token of a listing stays one (the index was built meanwhile): the listing continues.
+            return self.data.list_page(blob_filter, page_size=page_size, continuation=continuation, predicate=predicate)
+        return page(index, blob_filter, page_size=page_size, continuation=continuation, predicate=predicate)
+
+    def download(self, blob: RetrainingBlob) -> bytes:
+        """The blob's bytes, exactly the version listed; a blob that changed or went away since is re-indexed as it
+        is now (its old row never comes back) and StaleBlobError is raised as for a listing."""
+        try:
+            return self.data.download(blob)
+        except StaleBlobError:
+            try:
+                if self.built() is not None:
+                    index_blob(self.index, self.data, blob.name)
+            except CuratorError:
+                pass  # the next sync repairs the row; what the caller must hear is that the blob is stale
+            raise
+
+    def count(self, blob_filter: BlobFilter | None = None) -> int | None:
+        """How many blobs match, from the index; None without one (counting would read the whole container)."""
+        index = self.built()
+        return None if index is None else index.count(blob_filter)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-__all__ = ["BlobIndex", "SqliteBlobIndex", "SyncProgress", "SyncReport", "index_blob", "page", "sync"]
+__all__ = ["BlobIndex", "IndexedBlobs", "SqliteBlobIndex", "SyncProgress", "SyncReport", "index_blob", "page", "sync"]

@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_filters(untagged)
     untagged.add_argument("--dry-run", action="store_true", help="count what would be pushed, push nothing")
+    untagged.add_argument(
+        "--deep",
+        action="store_true",
+        help="with a blob index, read every eligible blob's content in the dry run too (undecryptable, duplicates)",
+    )
     untagged.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     untagged.add_argument(
         "--provenance",
@@ -130,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("blobs", nargs="+", metavar="BLOB")
 
     sub.add_parser("status", parents=[common], help="the ledger's summary and the project's image counts")
+
+    indexer = sub.add_parser(
+        "index", parents=[common], help="build or repair the blob index: filters, counts and pages without listing"
+    )
+    indexer.add_argument("--restart", action="store_true", help="walk the container from its start, not a checkpoint")
+    counter = sub.add_parser("count", parents=[common], help="how many blobs match the filters (from the blob index)")
+    _add_filters(counter)
 
     train = sub.add_parser("train", parents=[common], help="start training the project")
     train.add_argument("--wait", action="store_true", help="wait until the iteration finishes")
@@ -192,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train": _train,
             "export": _export,
             "migrate": _migrate,
+            "index": _index,
+            "count": _count,
         }[args.command]
         return handler(curator, args, out)
     except ConfigError as exc:
@@ -324,7 +338,7 @@ def _push(curator, args, out: _Output) -> int:
 def _push_untagged(curator, args, out: _Output) -> int:
     blob_filter = _filter(args)
     if args.dry_run or not args.yes:
-        dry = curator.push_all_untagged(blob_filter, dry_run=True)
+        dry = curator.push_all_untagged(blob_filter, dry_run=True, deep=True if args.deep else None)
         document = dry.as_dict()
         lines = [
             f"eligible: {dry.eligible} new image(s) of {dry.listed} listed",
@@ -334,6 +348,11 @@ def _push_untagged(curator, args, out: _Output) -> int:
         lines += [f"  undecryptable, {reason}: {n}" for reason, n in sorted(dry.undecryptable.items())]
         if dry.stale:
             lines.append(f"changed since listed: {dry.stale} (run it again to see their new versions)")
+        if dry.unchecked:
+            lines.append(
+                f"contents not read: {dry.unchecked} of the eligible (from the blob index; the push checks them, "
+                "--deep reads them now)"
+            )
         lines += [f"  {version}: {n}" for version, n in sorted(dry.eligible_by_version.items())]
         if dry.headroom is not None:
             lines.append(f"project: {dry.project_images} image(s), room for {dry.headroom} more")
@@ -422,6 +441,28 @@ def _train(curator, args, out: _Output) -> int:
     }
     out.emit(document, f"iteration {iteration.name}: {iteration.status}")
     return EXIT_OK if iteration.status != "Failed" else EXIT_FAILURES
+
+
+def _index(curator, args, out: _Output) -> int:
+    with _progress_bar(out, None, "index") as update:
+        report = curator.sync_index(restart=args.restart, progress=update)
+    text = (
+        f"indexed {report.listed:,} blobs in {report.seconds:.1f} s ({report.blobs_per_second:,.0f} blobs/s): "
+        f"{report.added:,} added, {report.changed:,} changed, {report.removed:,} removed"
+        + (" (resumed)" if report.resumed else "")
+    )
+    out.emit(report.to_json(), text)
+    return EXIT_OK
+
+
+def _count(curator, args, out: _Output) -> int:
+    blob_filter = _filter(args)
+    count = curator.count(blob_filter)
+    source = "index"
+    if count is None:  # no index: the listing counts, reading the whole container
+        count, source = sum(1 for _ in curator.blobs(blob_filter)), "listing"
+    out.emit({"count": count, "from": source}, f"{count:,} blob(s) (from the {source})")
+    return EXIT_OK
 
 
 def _export(curator, args, out: _Output) -> int:

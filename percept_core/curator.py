@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .blob_index import BlobIndex, IndexedBlobs, SqliteBlobIndex, SyncProgress, SyncReport, sync
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, is_blob_fault, map_bounded
-from .config import Settings
+from .config import ConfigError, Settings
 from .customvision import CustomVisionClient, IterationInfo, ProjectInfo, Region, TagInfo
 from .errors import CuratorError
 from .images import THUMBNAIL_SIZE, PreviewCache, thumbnail
@@ -38,6 +39,10 @@ class _Part(Generic[T]):
         self._build = build
         self._value = value
         self._lock = threading.Lock()
+
+    def given_or_built(self) -> T | None:
+        """The part if it was given or already built, else None (nothing is built)."""
+        return self._value
 
     def get(self) -> T:
         if self._value is None:
@@ -78,6 +83,7 @@ class Curator:
         self._locker = _Part(lambda: Locker(self._key_service.get()), locker)
         self._customvision = _Part(lambda: CustomVisionClient.from_settings(settings), customvision)
         self._ledger = _Part(lambda: _ledger(settings), ledger)
+        self._source = _Part(lambda: IndexedBlobs(self.data, self._blob_index()))
         self._pipeline = self._new_pipeline()
 
     @classmethod
@@ -91,7 +97,7 @@ class Curator:
     def _new_pipeline(self) -> _Part[PushPipeline]:
         return _Part(
             lambda: PushPipeline(
-                self.data, self.locker, self.customvision, self.ledger, tier=self.settings.custom_vision_tier
+                self.source, self.locker, self.customvision, self.ledger, tier=self.settings.custom_vision_tier
             )
         )
 
@@ -105,6 +111,7 @@ class Curator:
         other._locker = self._locker
         other._customvision = self._customvision
         other._ledger = self._ledger
+        other._source = self._source
         other._pipeline = self._pipeline
         return other
 
@@ -154,8 +161,26 @@ class Curator:
         return self._ledger.get()
 
     @property
+    def source(self) -> IndexedBlobs:
+        """The container as it is read: from the blob index once built (`sync_index`), else listed."""
+        return self._source.get()
+
+    @property
     def pipeline(self) -> PushPipeline:
         return self._pipeline.get()
+
+    def _blob_index(self) -> BlobIndex | None:
+        """The blob index beside the ledger (None for a blob source that is no container). The SQLite file is
+        named without opening the ledger, so that looking for an index creates no file."""
+        container = getattr(self.data, "container", None)
+        if not container:
+            return None
+        ledger = self._ledger.given_or_built()
+        if isinstance(ledger, Ledger):
+            return SqliteBlobIndex(ledger.path, container)
+        if ledger is None and not (self.settings.ledger_table_connection_string or self.settings.ledger_table_endpoint):
+            return SqliteBlobIndex(self.settings.ledger_path or DEFAULT_LEDGER_PATH, container)
+        return None
 
     # -- blobs --------------------------------------------------------------------------------------
 
@@ -167,7 +192,8 @@ class Curator:
         `states` keeps blobs whose review state (see `state_of`) is one of them, from the ledger,
         before anything is decrypted.
         """
-        return self.data.list_blobs(blob_filter or BlobFilter(**filter_fields), predicate=self._state_predicate(states))
+        blob_filter = blob_filter or BlobFilter(**filter_fields)
+        return self.source.list_blobs(blob_filter, predicate=self._state_predicate(states))
 
     def blob_page(
         self,
@@ -178,9 +204,25 @@ class Curator:
         continuation: str | None = None,
     ) -> BlobPage:
         """One page of matching blobs; the continuation token gives the next page (None at the end)."""
-        return self.data.list_page(
+        return self.source.list_page(
             blob_filter, page_size=page_size, continuation=continuation, predicate=self._state_predicate(states)
         )
+
+    def count(self, blob_filter: BlobFilter | None = None) -> int | None:
+        """How many blobs match the filter, from the blob index (None when there is none: a count would list the
+        whole container)."""
+        return self.source.count(blob_filter)
+
+    def sync_index(
+        self, *, restart: bool = False, progress: Callable[[SyncProgress], None] | None = None
+    ) -> SyncReport:
+        """Build or repair the blob index from the container's listing (resumes an interrupted sync)."""
+        index = self.source.index
+        if index is None:
+            raise ConfigError("This ledger keeps no blob index.", hint="Use the SQLite or the Table Storage ledger.")
+        report = sync(index, self.data, progress=progress, restart=restart)
+        self.ledger.log(self.actor, "index", outcome=f"{report.listed} listed", details=report.to_json())
+        return report
 
     def state_of(self, blob: RetrainingBlob, record: BlobRecord | None = None) -> str:
         """new, pushed, failed, pushing, rejected, near_duplicate or cannot decrypt (known without decrypting)."""
@@ -308,10 +350,19 @@ class Curator:
         provenance: Provenance | str = Provenance.IMAGE,
         progress: Callable[[PushProgress], None] | None = None,
         cancel: CancelToken | None = None,
+        deep: bool | None = None,
     ) -> PushReport | DryRunReport:
-        """Every blob not yet in the project and not rejected, untagged; `dry_run` only counts."""
+        """Every blob not yet in the project and not rejected, untagged; `dry_run` only counts.
+
+        A dry run reads every eligible blob's content (`deep`) unless the blob index is built: then it counts from
+        the index and the ledger alone, and the push checks contents as it goes (`deep=True` asks for both).
+        """
         if dry_run:
-            return self.pipeline.dry_run(blob_filter, actor=self._who(actor), progress=progress, cancel=cancel)
+            if deep is None:
+                deep = self.source.built() is None
+            return self.pipeline.dry_run(
+                blob_filter, actor=self._who(actor), progress=progress, cancel=cancel, deep=deep
+            )
         return self.pipeline.push_all_untagged(
             blob_filter, actor=self._who(actor), provenance=provenance, progress=progress, cancel=cancel
         )

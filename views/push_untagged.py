@@ -85,6 +85,7 @@ def show_dry_run(report: DryRunReport) -> None:
         ("Duplicates by content", report.duplicates_by_content),
         *((f"Cannot decrypt: {reason}", n) for reason, n in sorted(report.undecryptable.items())),
         ("Changed since listed (run the dry run again)", report.stale),
+        ("Eligible, contents not read yet (checked while pushing)", report.unchecked),
         ("Images in the project", report.project_images),
         ("Project image quota", report.project_quota),
         ("Headroom", report.headroom),
@@ -122,12 +123,19 @@ if running:
     live_progress()
     st.stop()
 
+indexed = curator.source.built() is not None
+deep = indexed and st.toggle(
+    "Read every eligible blob's content in the dry run",
+    help="The blob index counts at once from metadata and the ledger; the push reads each blob anyway, so "
+    "undecryptable blobs and duplicates by content are reported there. This reads them now instead.",
+)
 if st.button("Dry run", icon=":material/fact_check:"):
     _auth.require_reviewer()
     status = st.status("Dry run: listing and checking blobs…")
     line = status.empty()
     report = curator.push_all_untagged(
         dry_run=True,
+        deep=deep or not indexed,
         progress=lambda p: line.caption(f"{p.done:,} blobs listed, {p.counts['hashed']:,} checked"),
     )
     status.update(label="Dry run finished", state="complete")

@@ -200,14 +200,15 @@ if (reject_clicked or restore_clicked) and not busy:
 _results.show_last_result()
 
 # -- show: the page of tiles and the way to the next ------------------------------------------------------
-_filters.pager_controls(pager, len(page.blobs), where="top")
+matching = _filters.matching_count(curator, query)
+_filters.pager_controls(pager, len(page.blobs), where="top", matching=matching)
 if not page.blobs:
     st.info("No blob matches these filters on this page.", icon=":material/filter_alt_off:")
 tiles = collapse(page.blobs, bursts) if collapsed else page.blobs
 notes = {b.name: n for b in page.blobs if (n := _annotate.tile_note(project.id, b))} if project.is_detection else {}
 _gallery.gallery(session, curator, tiles, records, thumbnails, notes=notes)
 if len(tiles) > 12:
-    _filters.pager_controls(pager, len(page.blobs), where="bottom")
+    _filters.pager_controls(pager, len(page.blobs), where="bottom", matching=matching)
 
 if show_shortcuts:
     session.open_frame = None  # one dialog at a time: the list closes a larger view

@@ -36,6 +36,7 @@ import azure.functions as func
 from percept_core import (
     BlobError,
     Curator,
+    CuratorError,
     Outcome,
     Provenance,
     RetrainingBlob,
@@ -112,7 +113,9 @@ def push_new_blob(stream: func.InputStream) -> ItemOutcome | None:
         blob = triggering_blob(curator, stream, container, name)
     except BlobError as error:
         logger.warning("Not pushed, and not retried: %s: %s", where, error)
+        index_arrival(curator, name, None)
         return None
+    index_arrival(curator, name, blob)
     # The worker's parts, with the trigger's blob source: the bytes come from the host's stream.
     invocation = Curator(
         curator.settings,
@@ -140,6 +143,21 @@ def push_new_blob(stream: func.InputStream) -> ItemOutcome | None:
         logger.warning("Not pushed this time, the host will retry: %s: %s", where, outcome.reason)
         raise TransientPushError(f"{where} did not reach Custom Vision ({outcome.reason}); retry later.")
     return outcome
+
+
+def index_arrival(curator: Curator, name: str, blob: RetrainingBlob | None) -> None:
+    """Keep the blob index (when one is built) fresh: the new blob's row, or none for a blob that is gone. An
+    index that cannot be written is logged and left to `percept-curator index`: the push goes on."""
+    try:
+        index = curator.source.built()
+        if index is None:
+            return
+        if blob is None:
+            index.remove([name])
+        else:
+            index.put([blob])
+    except CuratorError as error:
+        logger.warning("The blob index was not updated for %s (percept-curator index repairs it): %s", name, error)
 
 
 def blob_name(path: str, container: str) -> str:

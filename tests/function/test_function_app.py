@@ -267,3 +267,14 @@ def test_a_redelivered_blob_on_a_new_instance_is_a_duplicate_under_the_strict_pr
     (image,) = stack.emulator.images(project_id)
     assert again.image_id == pushed.image_id == image.id
     assert f"Nothing new from fnstrict/{name}" in " ".join(messages(caplog))
+
+
+def test_with_a_blob_index_each_arrival_is_indexed_as_it_is_pushed(host, stack, demo):
+    blob = good_blobs(stack, demo, 1)[0]
+    index = host.curator.source.index
+    index.put(b for b in host.curator.data.list_blobs() if b.name != blob.name)
+    index.save_checkpoint(None, None, built=True)  # as `percept-curator index` leaves it
+    before = host.curator.count()
+    host.invoke(blob.name)
+    assert host.curator.count() == before + 1 and index.get(blob.name) == blob
+    assert len(host.images()) == 1
