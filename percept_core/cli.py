@@ -19,19 +19,13 @@ from typing import TYPE_CHECKING, Any
 from .blobs import BlobFilter
 from .config import ConfigError
 from .errors import BlobError, CuratorError
-from .exporting import (
-    FORMATS,
-    ContainerDestination,
-    FolderDestination,
-    Include,
-    container_destination,
-    export,
-    migrate,
-)
+from .exporting import FORMATS, ContainerDestination, FolderDestination, Include, container_destination
 from .exports import AzureMLDatastore
 from .memory import return_large_buffers_to_the_system
+from .pipeline import CancelToken
 from .private_files import create_private, replace_private
 from .state import state_of_record
+from .targets import DatasetTarget
 
 if TYPE_CHECKING:
     from .review import Decision
@@ -466,31 +460,27 @@ def _count(curator, args, out: _Output) -> int:
 
 
 def _export(curator, args, out: _Output) -> int:
-    destination, datastore = _destination(curator, args)
-    with _progress_bar(out, None, "export") as update:
-        summary = export(
-            curator,
-            destination,
-            format=args.format,
-            include=args.include,
-            validation_fraction=args.validation,
-            datastore=datastore,
-            progress=update,
-        )
-    return _exported(out, summary)
+    return _write_dataset(curator, args, out, migrate=False)
 
 
 def _migrate(curator, args, out: _Output) -> int:
+    return _write_dataset(curator, args, out, migrate=True)
+
+
+def _write_dataset(curator, args, out: _Output, *, migrate: bool) -> int:
+    """The reviewed frames (or, migrating, the Custom Vision project's images) as the dataset `--to` names."""
     destination, datastore = _destination(curator, args)
-    with _progress_bar(out, None, "migrate") as update:
-        summary = migrate(
-            curator,
-            destination,
-            format=args.format,
-            validation_fraction=args.validation,
-            datastore=datastore,
-            progress=update,
-        )
+    target = DatasetTarget(
+        curator,
+        destination,
+        args.format,
+        getattr(args, "include", Include.PUSHED),
+        args.validation,
+        datastore,
+        migrate=migrate,
+    )
+    with _progress_bar(out, None, "migrate" if migrate else "export") as update:
+        summary = target.run(update, CancelToken())
     return _exported(out, summary)
 
 
