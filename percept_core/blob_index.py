@@ -2,7 +2,7 @@
 
 A row per blob (name, etag, size, last modified, the metadata as uploaded) with the fields the app filters on
 taken out (model name and version, confidence, capture time), kept beside the ledger: a table in the ledger's
-SQLite file (`SqliteBlobIndex`), or tables of the shared ledger's account (`ledger_table` has its own). A row
+SQLite file (`SqliteBlobIndex`), or a table beside the shared ledger's (`blob_index_table.TableBlobIndex`). A row
 is turned back into a `RetrainingBlob` by the same parser a listing uses (`RetrainingBlob.from_properties`),
 so what the index says of a blob is what the container says, and every filter is checked again on the blob
 (`BlobFilter.matches`) after the query narrowed the rows.
@@ -87,7 +87,8 @@ class SyncProgress:
 
 class BlobIndex(Protocol):
     """The contract both backends keep. `blobs` finds every matching row once, in the backend's stable order
-    (SQLite: by name; Table Storage: by partition, then name), and continues after a `position` it gave."""
+    (SQLite: by name; Table Storage: by partition, then by the capture time or confidence the filter ranges over),
+    and continues after a `position` it gave."""
 
     container: str
 

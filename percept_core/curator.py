@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .blob_index import BlobIndex, IndexedBlobs, SqliteBlobIndex, SyncProgress, SyncReport, sync
+from .blob_index_table import TableBlobIndex
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, is_blob_fault, map_bounded
 from .config import ConfigError, Settings
 from .customvision import CustomVisionClient, IterationInfo, ProjectInfo, Region, TagInfo
@@ -180,7 +181,8 @@ class Curator:
             return SqliteBlobIndex(ledger.path, container)
         if ledger is None and not (self.settings.ledger_table_connection_string or self.settings.ledger_table_endpoint):
             return SqliteBlobIndex(self.settings.ledger_path or DEFAULT_LEDGER_PATH, container)
-        return None
+        table_ledger = self.ledger  # the shared ledger: the index's table sits beside its tables, on its service
+        return TableBlobIndex(table_ledger.service, container, prefix=table_ledger.prefix)
 
     # -- blobs --------------------------------------------------------------------------------------
 
