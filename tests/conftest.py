@@ -22,6 +22,7 @@ from devstack.mm_server import MMEmulatorConfig
 from devstack.mm_server import create_app as create_mm_app
 from devstack.servers import ServerHandle, free_port, serve_in_thread
 from percept_core import Curator, Settings
+from tests.support.azurite_table import AzuriteTableProcess
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -142,6 +143,14 @@ def demo(stack):
     report = seed(stack.settings(), images=int(os.environ.get("TEST_DEMO_IMAGES", "36")), workers=2)
     assert not report.skipped and report.frames and len(report.bad) == 5
     return report
+
+
+@pytest.fixture(scope="module")
+def table_service(tmp_path_factory) -> Iterator[AzuriteTableProcess]:
+    """Azurite's Table service for a test module (each test keeps to tables of a prefix of its own)."""
+    process = AzuriteTableProcess.start(tmp_path_factory.mktemp("azurite-table"))
+    yield process
+    process.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from percept_core.blob_index import SqliteBlobIndex, index_blob, page, sync
 from percept_core.blob_index_table import TableBlobIndex
 from percept_core.blobs import BlobFilter, RetrainingDataClient
 from percept_core.errors import AuthenticationError, CuratorError
-from tests.support.azurite_table import AzuriteTableProcess
 
 _containers = itertools.count()
 MakeIndex = Callable[[str], object]
@@ -31,13 +30,6 @@ def container(azurite) -> Iterator[ContainerClient]:
     client.create_container()
     yield client
     client.delete_container()
-
-
-@pytest.fixture(scope="module")
-def table_service(tmp_path_factory) -> Iterator[AzuriteTableProcess]:
-    process = AzuriteTableProcess.start(tmp_path_factory.mktemp("azurite-table"))
-    yield process
-    process.stop()
 
 
 @pytest.fixture(params=["sqlite", "table"])

@@ -21,7 +21,6 @@ from percept_core.ledger_table import TableLedger, table_key
 from percept_core.pipeline import Outcome, PushPipeline, PushReport
 from percept_core.protocols import PushLedger
 from percept_core.state import BlobState, left_out_because
-from tests.support.azurite_table import AzuriteTableProcess
 from tests.support.frames import jpeg, upload_frames
 
 from .fakes import FakeBlobSource, FakeCustomVision, PlainDecryptor
@@ -31,13 +30,6 @@ PROJECT = "0a8b5d3e-1111-4222-8333-944455556666"
 KEYS = [("data", f"cam/{i:02d}\\2026#11?02\x01|{i}%.jpg.dec", f"0x8D{i:04X}") for i in range(30)]
 
 MakeLedger = Callable[..., PushLedger]
-
-
-@pytest.fixture(scope="module")
-def table_service(tmp_path_factory) -> Iterator[AzuriteTableProcess]:
-    process = AzuriteTableProcess.start(tmp_path_factory.mktemp("azurite-table"))
-    yield process
-    process.stop()
 
 
 @pytest.fixture(params=["sqlite", "table"])

@@ -35,13 +35,6 @@ RUN = "run-a"
 SHA = "ab" * 32
 
 
-@pytest.fixture(scope="module")
-def table_service(tmp_path_factory) -> Iterator[AzuriteTableProcess]:
-    process = AzuriteTableProcess.start(tmp_path_factory.mktemp("azurite-table"))
-    yield process
-    process.stop()
-
-
 @dataclass
 class FaultyTables:
     """Azurite's Table service behind the fault proxy."""

@@ -88,13 +88,6 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
-def table_service(tmp_path_factory) -> Iterator[AzuriteTableProcess]:
-    service = AzuriteTableProcess.start(tmp_path_factory.mktemp("table-service"))
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
 def shared_key_stack(stack) -> Iterator[LocalStack]:
     """The session's storage and MM server, and a Custom Vision emulator whose training key has a quota of
     QUOTA_PER_SECOND calls a second, shared by every host that uses the key, as on Azure."""

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from azure.storage.blob import BlobServiceClient
 
 from percept_core import Curator
 from percept_core.blob_index import index_blob
 from percept_core.blobs import BlobFilter
 from percept_core.pipeline import STALE_REASON
-from tests.support.azurite_table import AzuriteTableProcess
 from tests.support.frames import MODEL, jpeg, upload_frames
 
 MODEL_METADATA = {"model_name": MODEL[0], "model_version": MODEL[1]}
@@ -132,13 +129,6 @@ def test_with_the_index_the_dry_run_reads_no_content_and_the_push_checks_it(
     pushed = curator.push_all_untagged()
     assert pushed.counts["pushed"] == 6 and pushed.counts["undecryptable"] == 2  # the tampered one, read now
     assert len(stack.trainer().get_untagged_images(project_id, take=50)) == 7
-
-
-@pytest.fixture(scope="module")
-def table_service(tmp_path_factory) -> Iterator[AzuriteTableProcess]:
-    process = AzuriteTableProcess.start(tmp_path_factory.mktemp("azurite-table"))
-    yield process
-    process.stop()
 
 
 def test_on_the_shared_ledger_the_index_lives_in_table_storage_beside_it(
