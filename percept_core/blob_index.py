@@ -1,10 +1,11 @@
 """A metadata index of the `data` container: find, count and page its blobs without listing the container.
 
-A row per blob (name, etag, size, last modified, the metadata as uploaded) with the fields the app filters on
-taken out (model name and version, confidence, capture time), kept beside the ledger: a table in the ledger's
-SQLite file (`SqliteBlobIndex`), or a table beside the shared ledger's (`blob_index_table.TableBlobIndex`). A row
-is turned back into a `RetrainingBlob` by the same parser a listing uses (`RetrainingBlob.from_properties`),
-so what the index says of a blob is what the container says, and every filter is checked again on the blob
+A row per blob (name, etag, size, last modified, the metadata as uploaded) with what the listing's parser
+made of it (model name and version, confidence, capture time: the fields the app filters on), kept beside the
+ledger: a table in the ledger's SQLite file (`SqliteBlobIndex`), or a table beside the shared ledger's
+(`blob_index_table.TableBlobIndex`). A row is written from the blob the listing's parser made
+(`RetrainingBlob.from_properties`) and read back as that blob, so what the index says of a blob is what a
+listing says, and every filter is checked again on the blob
 (`BlobFilter.matches`) after the query narrowed the rows.
 
 The index is kept fresh by whoever sees a blob arrive (the Event Grid Function, `index_blob`) and repaired by
@@ -20,23 +21,24 @@ import json
 import sqlite3
 import threading
 import time as clock
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, storage_error
 from .errors import BlobNotFoundError, CuratorError, StaleBlobError
+from .state import Review
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blob_index (
     container TEXT NOT NULL, name TEXT NOT NULL,
     etag TEXT NOT NULL, size INTEGER NOT NULL, last_modified TEXT, metadata TEXT NOT NULL,
     model_name TEXT, model_version TEXT, confidence REAL, captured_at TEXT,
+    file_ref TEXT, problems TEXT NOT NULL,
     PRIMARY KEY (container, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blob_index_model ON blob_index (container, model_name, model_version, captured_at);
@@ -85,6 +87,20 @@ class SyncProgress:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class IndexTally:
+    """A group of indexed blobs alike for a dry run: model, version, capture day, over the size limit or not, and
+    the ledger's facts for the project (`review`, `push_state`, as `state.state_of_record` reads them)."""
+
+    model_name: str | None
+    model_version: str | None
+    day: date | None
+    too_large: bool
+    review: str
+    push_state: str | None
+    count: int
+
+
 class BlobIndex(Protocol):
     """The contract both backends keep. `blobs` finds every matching row once, in the backend's stable order
     (SQLite: by name; Table Storage: by partition, then by the capture time or confidence the filter ranges over),
@@ -114,7 +130,7 @@ class BlobIndex(Protocol):
 
 
 def row_of(blob: RetrainingBlob) -> dict[str, Any]:
-    """A blob as an index row: what the listing said of it, and the fields filters use."""
+    """A blob as an index row: what the listing said of it and what the listing's parser made of that."""
     return {
         "name": blob.name,
         "etag": blob.etag,
@@ -125,19 +141,57 @@ def row_of(blob: RetrainingBlob) -> dict[str, Any]:
         "model_version": blob.model_version,
         "confidence": blob.confidence,
         "captured_at": blob.captured_at.isoformat() if blob.captured_at else None,
+        "file_ref": blob.file_ref,
+        "problems": json.dumps(list(blob.problems)),
     }
 
 
+# What a row leaves out when a store drops empty values (Table Storage keeps no null properties).
+ROW_DEFAULTS: dict[str, Any] = dict.fromkeys(
+    ("last_modified", "model_name", "model_version", "confidence", "captured_at", "file_ref")
+) | {"problems": "[]"}
+
+
+class _StoredMetadata(Mapping[str, str]):
+    """A row's metadata, parsed from its JSON the first time it is read (a walk of the index rarely reads it)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._parsed: dict[str, str] | None = None
+
+    def _items(self) -> dict[str, str]:
+        if self._parsed is None:
+            self._parsed = json.loads(self._text)
+        return self._parsed
+
+    def __getitem__(self, key: str) -> str:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
 def blob_of(container: str, row: Any) -> RetrainingBlob:
-    """An index row back as a blob, parsed exactly as a listing's entry is."""
-    properties = SimpleNamespace(
+    """An index row back as the blob the listing's parser made when the row was written (parsing each row again,
+    its capture time out of the name above all, would cost a dry run of a million blobs over ten seconds). The
+    model names are checked again where they are used (`RetrainingBlob.require_model`), as for a listed blob."""
+    return RetrainingBlob(
         name=row["name"],
+        container=container,
         etag=row["etag"],
-        size=row["size"],
+        size=int(row["size"]),
         last_modified=datetime.fromisoformat(row["last_modified"]) if row["last_modified"] else None,
-        metadata=json.loads(row["metadata"]),
+        model_name=row["model_name"],
+        model_version=row["model_version"],
+        confidence=row["confidence"],
+        captured_at=datetime.fromisoformat(row["captured_at"]) if row["captured_at"] else None,
+        file_ref=row["file_ref"],
+        metadata=_StoredMetadata(row["metadata"]),
+        problems=tuple(json.loads(row["problems"])) if row["problems"] != "[]" else (),
     )
-    return RetrainingBlob.from_properties(container, properties)
 
 
 def _bound(value: datetime | Any, at: time) -> str:
@@ -221,9 +275,9 @@ class SqliteBlobIndex:
             try:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO blob_index (container, name, etag, size, last_modified, metadata, "
-                    "model_name, model_version, confidence, captured_at) VALUES "
+                    "model_name, model_version, confidence, captured_at, file_ref, problems) VALUES "
                     "(:container, :name, :etag, :size, :last_modified, :metadata, :model_name, :model_version, "
-                    ":confidence, :captured_at)",
+                    ":confidence, :captured_at, :file_ref, :problems)",
                     [{"container": self.container, **row} for row in rows],
                 )
             except BaseException:
@@ -303,6 +357,39 @@ class SqliteBlobIndex:
         where, params = self._where(blob_filter)
         [row] = self._query(f"SELECT COUNT(*) FROM blob_index WHERE {where}", params)  # noqa: S608 - placeholders
         return int(row[0])
+
+    def tally(self, blob_filter: BlobFilter, project_id: str, max_size: int) -> list[IndexTally] | None:
+        """The matching blobs grouped as a dry run counts them, with the ledger's facts joined in one query (the
+        ledger's tables are in this file); None when the filter has a condition the query cannot decide exactly
+        (capture times: `BlobFilter.matches` compares them as datetimes) or the ledger's tables are not here."""
+        if blob_filter.captured_from is not None or blob_filter.captured_to is not None:
+            return None
+        where, params = self._where(blob_filter)
+        columns = "container, name, etag, model_name, model_version, captured_at, size"
+        # The filter's clauses hold placeholders only (`_where`).
+        sql = (
+            "SELECT b.model_name, b.model_version, substr(b.captured_at, 1, 10) AS day, b.size > ? AS too_large, "  # noqa: S608
+            f"r.review, p.state, COUNT(*) FROM (SELECT {columns} FROM blob_index WHERE {where}) b "
+            "LEFT JOIN blobs r ON r.container=b.container AND r.name=b.name AND r.etag=b.etag "
+            "LEFT JOIN pushes p ON p.container=b.container AND p.name=b.name AND p.etag=b.etag AND p.project_id=? "
+            "GROUP BY 1, 2, 3, 4, 5, 6"
+        )
+        try:
+            rows = self._query(sql, [max_size, *params, project_id])
+        except sqlite3.OperationalError:  # no ledger tables in this file (yet): the caller walks the rows
+            return None
+        return [
+            IndexTally(
+                model_name=row[0],
+                model_version=row[1],
+                day=date.fromisoformat(row[2]) if row[2] else None,
+                too_large=bool(row[3]),
+                review=row[4] or Review.NEW,
+                push_state=row[5],
+                count=int(row[6]),
+            )
+            for row in rows
+        ]
 
     def etags(self, *, after: str | None, until: str | None) -> dict[str, str]:
         """name -> etag of the rows with after < name <= until (None: unbounded), for a sync to compare."""
@@ -465,6 +552,18 @@ class IndexedBlobs:
                 pass  # the next sync repairs the row; what the caller must hear is that the blob is stale
             raise
 
+    def tally(self, blob_filter: BlobFilter | None, project_id: str) -> list[IndexTally] | None:
+        """The matching blobs grouped for a dry run, when the index can group them in one query (else None)."""
+        index = self.built()
+        if not isinstance(index, SqliteBlobIndex):
+            return None
+        return index.tally(blob_filter or BlobFilter(), project_id, self.data.max_blob_bytes)
+
+    def indexed(self, name: str) -> RetrainingBlob | None:
+        """The blob as the index has it (None: not indexed, or no index built)."""
+        index = self.built()
+        return None if index is None else index.get(name)
+
     def count(self, blob_filter: BlobFilter | None = None) -> int | None:
         """How many blobs match, from the index; None without one (counting would read the whole container)."""
         index = self.built()
@@ -475,4 +574,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-__all__ = ["BlobIndex", "IndexedBlobs", "SqliteBlobIndex", "SyncProgress", "SyncReport", "index_blob", "page", "sync"]
+__all__ = [
+    "BlobIndex",
+    "IndexTally",
+    "IndexedBlobs",
+    "SqliteBlobIndex",
+    "SyncProgress",
+    "SyncReport",
+    "index_blob",
+    "page",
+    "sync",
+]

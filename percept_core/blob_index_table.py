@@ -43,7 +43,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableEntity, TableServiceClient, TableTransactionError, UpdateMode
 
-from .blob_index import blob_of, row_of
+from .blob_index import ROW_DEFAULTS, blob_of, row_of
 from .blobs import BlobFilter, RetrainingBlob
 from .errors import AzureCall, CuratorError, from_azure
 from .ledger_table import (
@@ -504,7 +504,7 @@ class TableBlobIndex:
         return self._blob(entity) if entity is not None and entity["name"] == name else None
 
     def _blob(self, entity: TableEntity) -> RetrainingBlob:
-        return blob_of(self.container, {"last_modified": None, **entity})
+        return blob_of(self.container, {**ROW_DEFAULTS, **entity})
 
     def _partitions(self, blob_filter: BlobFilter, *, first: str = "") -> Iterator[_Partition]:
         """The catalog's partitions from `first` on that may hold a match, in key order."""

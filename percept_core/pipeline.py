@@ -218,7 +218,12 @@ class _Settlement:
 
 
 def version_label(blob: RetrainingBlob) -> str:
-    return f"{blob.model_name or '?'} {blob.model_version or '?'}"
+    return model_label(blob.model_name, blob.model_version)
+
+
+def model_label(model_name: str | None, model_version: str | None) -> str:
+    """'<model> <version>', '?' for either that is missing: how counts per model version are keyed."""
+    return f"{model_name or '?'} {model_version or '?'}"
 
 
 def _raw_bytes(batch: Sequence[_Prepared]) -> int:
@@ -390,15 +395,22 @@ class PushPipeline:
             report.eligible_by_day[blob.captured_at.date() if blob.captured_at else date.min] += 1
 
         being_pushed = {claim.key for claim in self.ledger.claims(self.project_id) if claim.live}
-        iterator = iter(self.data.list_blobs(blob_filter))
+        # Not deep, a blob index counts the blobs in groups, joined with the ledger in one query; without one (or
+        # for a filter it cannot decide) the ledger is read once (every key whose state is not new), not once per
+        # 500 blobs, and the blobs are walked. Either way the contents the ledger knows are left to the push.
+        tallies = None if deep else getattr(self.data, "tally", _no_tally)(blob_filter, self.project_id)
+        known = {} if deep or tallies is not None else self.ledger.states(self.project_id)
+        if tallies is not None:
+            self._count_tallies(report, tallies, blob_filter, being_pushed)
+        iterator = iter(()) if tallies is not None else iter(self.data.list_blobs(blob_filter))
         while chunk := list(islice(iterator, 500)):
             if cancel is not None and cancel.cancelled:
                 break
             report.listed += len(chunk)
-            records = self.ledger.records([b.key for b in chunk], self.project_id)
+            records = self.ledger.records([b.key for b in chunk], self.project_id) if deep else {}
             for blob in chunk:
                 record = records.get(blob.key)
-                state = state_of_record(record)
+                state = state_of_record(record) if deep else known.get(blob.key, BlobState.NEW)
                 if state == BlobState.PUSHED:
                     report.already_pushed += 1
                 elif state == BlobState.REJECTED:
@@ -451,6 +463,62 @@ class PushPipeline:
             details=report.as_dict(),
         )
         return report
+
+    def _count_tallies(
+        self,
+        report: DryRunReport,
+        tallies: Sequence[Any],
+        blob_filter: BlobFilter | None,
+        being_pushed: set[BlobKey],
+    ) -> None:
+        """A dry run's counts from an index's groups (`blob_index.IndexTally`), by the rules the walk applies to
+        each blob: the state from the ledger's facts, then what metadata alone condemns; then the blobs another
+        live run holds move from where their group put them to in progress."""
+
+        def bucket(model_name: str | None, model_version: str | None, too_large: bool) -> BlobError | None:
+            stand_in = RetrainingBlob(
+                name="",
+                container="",
+                etag="",
+                size=self.data.max_blob_bytes + 1 if too_large else 0,
+                last_modified=None,
+                model_name=model_name,
+                model_version=model_version,
+                confidence=None,
+                captured_at=None,
+            )
+            return self._condemned_by_metadata(stand_in)
+
+        def add(group: Any, day: date | None, n: int) -> None:
+            state = state_of_record(group)
+            if state == BlobState.PUSHED:
+                report.already_pushed += n
+            elif state == BlobState.REJECTED:
+                report.rejected += n
+            elif state == BlobState.NEAR_DUPLICATE:
+                report.near_duplicates += n
+            elif (condemned := bucket(group.model_name, group.model_version, group.too_large)) is not None:
+                report.undecryptable[condemned.reason] += n
+            else:
+                report.eligible += n
+                report.unchecked += n
+                report.eligible_by_version[model_label(group.model_name, group.model_version)] += n
+                report.eligible_by_day[day or date.min] += n
+
+        for group in tallies:
+            report.listed += group.count
+            add(group, group.day, group.count)
+        for key in being_pushed:
+            blob = self.data.indexed(key[1])
+            if blob is None or blob.key != key or (blob_filter is not None and not blob_filter.matches(blob)):
+                continue
+            record = self.ledger.record(key, self.project_id)
+            state = state_of_record(record)
+            if state in (BlobState.PUSHED, BlobState.REJECTED, BlobState.NEAR_DUPLICATE):
+                continue  # counted as the walk counts it: settled before in progress
+            facts = _Facts(blob.model_name, blob.model_version, blob.size > self.data.max_blob_bytes, record)
+            add(facts, blob.captured_at.date() if blob.captured_at else None, -1)
+            report.in_progress += 1
 
     def _condemned_by_metadata(self, blob: RetrainingBlob) -> BlobError | None:
         """What the listing alone says makes the blob undecryptable or unpushable (None: its content decides)."""
@@ -1111,6 +1179,29 @@ class _Run:
                 return
             reason = f"{reason}, {labelled.describe()}"
         self.settle(follower.blob, Outcome.DUPLICATE, reason, image_id=result.image_id, sha256=follower.image.sha256)
+
+
+def _no_tally(blob_filter: BlobFilter | None, project_id: str) -> None:
+    """A blob source without an index: nothing is counted in groups."""
+    return None
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """One blob as an index group would have it: its metadata's verdict and the ledger's facts."""
+
+    model_name: str | None
+    model_version: str | None
+    too_large: bool
+    record: Any
+
+    @property
+    def review(self) -> str:
+        return self.record.review
+
+    @property
+    def push_state(self) -> str | None:
+        return self.record.push_state
 
 
 ReportT = TypeVar("ReportT")

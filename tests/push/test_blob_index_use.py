@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import date
 
 from azure.storage.blob import BlobServiceClient
 
@@ -149,3 +150,35 @@ def test_on_the_shared_ledger_the_index_lives_in_table_storage_beside_it(
     quick = other_host.push_all_untagged(dry_run=True)
     assert (quick.eligible, quick.unchecked) == (5, 5) and other_host.data.downloads == 0
     assert other_host.push_all_untagged().counts["pushed"] == 5
+
+
+def test_the_dry_run_counted_in_groups_agrees_with_the_walk_blob_by_blob(
+    stack, make_curator, project_id, container_name
+):
+    """The index's grouped count (one query joined with the ledger) and the walk over each blob (the rules
+    applied blob by blob) give the same report, with every state, a claim of another live run, missing metadata,
+    a blob over the size limit and another model version in the container."""
+    names = upload_frames(stack, container_name, [jpeg(i) for i in range(760, 772)])
+    upload_frames(stack, container_name, [jpeg(i) for i in range(772, 776)], model=("shelf", "2"))
+    container = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_container_client(
+        container_name
+    )
+    container.upload_blob("52-2026-11-21-10-00-02.jpg.dec", b"\x01" * 400)  # no metadata
+    curator = make_curator(project_id, mm_telemetry_storage_container=container_name, percept_max_blob_bytes="100000")
+    container.upload_blob("53-2026-11-21-10-00-03.jpg.dec", b"\x01" * 100_001, metadata=MODEL_METADATA)  # too large
+    assert curator.push([curator.blob(n) for n in names[:2]]).counts["pushed"] == 2
+    curator.reject([curator.blob(names[2])])
+    curator.ledger.mark_near_duplicates([curator.blob(names[3]).key], of=curator.blob(names[4]).key, actor="t")
+    held = curator.blob(names[5])
+    curator.ledger.claim([held.key], project_id, curator.ledger.new_run_id(), actor="another run")
+    curator.sync_index()
+
+    grouped = curator.push_all_untagged(dry_run=True)
+    walked = curator.pipeline.dry_run(BlobFilter(captured_from=date(2000, 1, 1)), actor="t", deep=False)
+    assert curator.source.tally(BlobFilter(), project_id) is not None  # the grouped count was the index's
+    assert curator.source.tally(BlobFilter(captured_from=date(2000, 1, 1)), project_id) is None  # the walk's
+    assert grouped.as_dict() | {"project_images": None} == walked.as_dict() | {"project_images": None}
+    assert (grouped.listed, grouped.already_pushed, grouped.rejected, grouped.near_duplicates) == (18, 2, 1, 1)
+    assert grouped.in_progress == 1 and grouped.eligible == grouped.unchecked == 11
+    assert dict(grouped.undecryptable) == {"missing metadata": 1, "too large": 1}
+    assert dict(grouped.eligible_by_version) == {f"{MODEL[0]} {MODEL[1]}": 7, "shelf 2": 4}
