@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as bench_data
-from . import decrypt, export, first_page, hosts, push, reviewer
+from . import decrypt, export, first_page, fleet, hosts, push, reviewer
 from .common import machine
 from .push import QUOTA_BOUND
 from .sczpy_worker import SczpyWorker
 from .stack import QUOTA_RATE, start
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("decrypt", "first_page", "push", "hosts", "lost_ledger", "export", "memory", "reviewer")
+BENCHMARKS = ("decrypt", "first_page", "push", "hosts", "lost_ledger", "export", "fleet", "memory", "reviewer")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class Plan:
     hosts_repeats: int
     export_blobs: int
     export_repeats: int
+    fleet_blobs: int
+    fleet_repeats: int
+    fleet_listing_cut_off: float
     memory_sizes: tuple[int, int]
     memory_repeats: tuple[int, int]
     profile_blobs: int
@@ -63,6 +66,9 @@ FULL = Plan(
     hosts_repeats=2,
     export_blobs=2_000,
     export_repeats=3,
+    fleet_blobs=100_000,
+    fleet_repeats=2,
+    fleet_listing_cut_off=60.0,
     memory_sizes=(2_000, 10_000),
     memory_repeats=(3, 2),
     profile_blobs=2_000,
@@ -82,6 +88,9 @@ QUICK = Plan(
     hosts_repeats=1,
     export_blobs=400,
     export_repeats=1,
+    fleet_blobs=10_000,
+    fleet_repeats=2,
+    fleet_listing_cut_off=60.0,
     memory_sizes=(400, 2_000),
     memory_repeats=(1, 1),
     profile_blobs=400,
@@ -126,6 +135,8 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
             container(plan.sample_blobs)
         if "export" in only:
             container(plan.export_blobs)
+        if "fleet" in only:
+            fleet_container = fleet.seed(seeder, plan.fleet_blobs)
         if "memory" in only:
             for n in plan.memory_sizes:
                 container(n)
@@ -189,6 +200,17 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
             )
             results["export"] = export.run(
                 stack, container=container(plan.export_blobs), blobs=plan.export_blobs, repeats=plan.export_repeats
+            )
+        if "fleet" in only:
+            _log(
+                f"fleet: {plan.fleet_blobs:,} blobs, the index built once, then index vs listing x {plan.fleet_repeats}"
+            )
+            results["fleet"] = fleet.run(
+                stack,
+                container=fleet_container,
+                blobs=plan.fleet_blobs,
+                repeats=plan.fleet_repeats,
+                listing_cut_off=plan.fleet_listing_cut_off,
             )
         if "memory" in only:
             small, large = plan.memory_sizes
@@ -421,6 +443,74 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                 _verdict(e["vs_azurite_upload"] is not None and e["vs_azurite_upload"] >= e["target"]),
             )
         )
+    fl = results.get("fleet")
+    if fl:
+        n = f"{fl['blobs']:,}"
+        out.append(
+            (
+                f"fleet: build the index from scratch ({n} blobs)",
+                _fmt(fl["index_blobs_per_s"], " blobs/s", 0),
+                "-",
+                "-",
+                "report",
+                "info",
+            )
+        )
+        within, first_upload_within = fl["targets"]["seconds"], fl["targets"]["first_upload_seconds"]
+        for key, label, target in (
+            ("first_page", f"sparse filter's first page ({fl['sparse_matches']:,} of {n} match)", within),
+            ("count", f"count of a filter ({fl['broad_matches']:,} of {n} match)", within),
+            ("dry_run", f"dry run of push all untagged ({n})", within),
+            ("first_upload", "push all untagged: call to first upload", first_upload_within),
+        ):
+            seconds = fl[f"{key}_seconds"]
+            listing, ratio = _fmt(fl[f"{key}_listing_seconds"], " s", 2), _fmt(fl[f"{key}_vs_listing"], "x")
+            if fl[f"{key}_listing_cut_off"]:  # stopped at the limit: a lower bound, and the pace's estimate
+                estimate = fl.get(f"{key}_listing_estimated_seconds")
+                listing = f"> {listing}" + (f" (~{estimate:,.0f} s)" if estimate else "")
+                ratio = f">= {ratio}"
+            out.append(
+                (
+                    f"fleet: {label}, index vs listing",
+                    _fmt(seconds, " s", 2),
+                    listing,
+                    ratio,
+                    f"<= {target:g} s",
+                    _verdict(seconds <= target),
+                )
+            )
+        limit = fl["targets"]["peak_mb"]
+        out.append(
+            (
+                "fleet: peak RSS, index operations and push (listing side)",
+                _fmt(fl["peak_mb"], " MB", 0),
+                _fmt(fl["listing_peak_mb"], " MB", 0),
+                "-",
+                f"< {limit} MB",
+                _verdict(fl["peak_mb"] < limit),
+            )
+        )
+        out.append(
+            (
+                "fleet: peak RSS, building the index",
+                _fmt(fl["index_build_peak_mb"], " MB", 0),
+                "-",
+                "-",
+                f"< {limit} MB",
+                _verdict(fl["index_build_peak_mb"] < limit),
+            )
+        )
+        out.append(
+            (
+                f"fleet: the sides agree ({', '.join(fl['answers_compared']) or 'nothing compared'}); first upload "
+                "a real frame",
+                f"{'yes' if fl['sides_agree'] else 'no'} / {'yes' if fl['first_upload_real_frame'] else 'no'}",
+                "-",
+                "-",
+                "yes / yes",
+                _verdict(fl["sides_agree"] and fl["first_upload_real_frame"]),
+            )
+        )
     m = results.get("memory")
     if m:
         small, large = m["sizes"]
@@ -533,6 +623,18 @@ def explain(results: dict) -> str:
             f"CPU {b['cpu_busy_fraction'] * 100:.0f}% busy"
         )
         lines.append(f"    table calls/ms per image by operation: {top}")
+    fl = results.get("fleet")
+    if fl:
+        requests = fl["list_requests"]
+        lines.append(
+            f"  fleet ({fl['blobs']:,} blobs): the listing side made {requests['listing']:.0f} list requests for the "
+            f"first page, the count and the dry run (the index side {requests['index']:.0f}; a listing still running "
+            f"after {fl['listing_cut_off_seconds']:.0f} s is stopped there); the index was built at "
+            f"{fl['index_blobs_per_s']:,.0f} blobs/s ({fl['index_build_seconds']:.1f} s); the dry run counts the "
+            f"index's rows in groups joined with the ledger in one query ({fl['blobs'] / fl['dry_run_seconds']:,.0f} "
+            "rows/s); the "
+            f"push, cancelled at its first upload, returned after {fl['push_until_stopped_seconds']:.2f} s"
+        )
     prof = p.get("profile")
     if prof:
         per_image = ", ".join(f"{k} {v:.1f}" for k, v in prof["cpu_ms_per_image"].items())
@@ -566,6 +668,18 @@ def flat(results: dict) -> dict:
         ),
         "lost_ledger": ("upload_calls", "listing_calls"),
         "export": ("vs_azurite_upload", "ours_images_per_s", "baseline_images_per_s"),
+        "fleet": (
+            "first_page_seconds",
+            "count_seconds",
+            "dry_run_seconds",
+            "first_upload_seconds",
+            "first_page_vs_listing",
+            "count_vs_listing",
+            "dry_run_vs_listing",
+            "first_upload_vs_listing",
+            "index_blobs_per_s",
+            "peak_mb",
+        ),
         "memory": ("peak_mb_2000", "peak_mb_10000", "growth"),
         "reviewer": ("open_page_seconds", "next_page_key_seconds", "key_to_selection_count_seconds"),
     }.items():
