@@ -27,9 +27,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Protocol
 
-from azure.core.exceptions import AzureError
-
-from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, storage_error
+from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient
 from .errors import BlobNotFoundError, CuratorError, StaleBlobError
 from .state import Review
 
@@ -452,39 +450,40 @@ def sync(
     started = clock.monotonic()
     marker, after = (None, None) if restart else index.sync_checkpoint()
     report.resumed = marker is not None
-    pager = data.container_client.list_blobs(include=["metadata"], results_per_page=page_size).by_page(
-        continuation_token=marker
-    )
-    while True:
-        try:
-            entries = list(next(pager))
-        except StopIteration:
-            entries = []
-        except AzureError as exc:
-            raise storage_error(exc, f"list the {data.container!r} container") from None
-        next_marker = pager.continuation_token
+    ended = False
+    for _, entries, next_marker in data.service_pages(BlobFilter(), marker, page_size):
         blobs = [RetrainingBlob.from_properties(data.container, entry) for entry in entries]
-        last = blobs[-1].name if blobs and next_marker else None  # the end of the listing: every row after goes
-        known = index.etags(after=after, until=last)
-        report.listed += len(blobs)
-        new = [blob for blob in blobs if blob.name not in known]
-        changed = [blob for blob in blobs if blob.name in known and known[blob.name] != blob.etag]
-        listed = {blob.name for blob in blobs}
-        gone = [name for name in known if name not in listed]
-        index.put([*new, *changed])
-        index.remove(gone)
-        report.added += len(new)
-        report.changed += len(changed)
-        report.removed += len(gone)
-        index.save_checkpoint(next_marker, last, built=not next_marker)
+        after = _sync_page(index, report, blobs, after, next_marker)
+        ended = not next_marker
         if progress is not None:
             counts = {"added": report.added, "changed": report.changed, "removed": report.removed}
             progress(SyncProgress(report.listed, None, counts))
-        if not next_marker:
-            break
-        after = last
+    if not ended:  # the listing ended without a last page (an empty container): every row after `after` goes
+        _sync_page(index, report, [], after, None)
     report.seconds = clock.monotonic() - started
     return report
+
+
+def _sync_page(
+    index: BlobIndex, report: SyncReport, blobs: list[RetrainingBlob], after: str | None, next_marker: str | None
+) -> str | None:
+    """One page of the listing against the index's rows of the same names (after `after`, up to the page's last
+    name; at the listing's end, every row after): add, rewrite, remove, then save where the next page starts.
+    Returns the name the next page's rows start after."""
+    last = blobs[-1].name if blobs and next_marker else None
+    known = index.etags(after=after, until=last)
+    listed = {blob.name for blob in blobs}
+    new = [blob for blob in blobs if blob.name not in known]
+    changed = [blob for blob in blobs if blob.name in known and known[blob.name] != blob.etag]
+    gone = [name for name in known if name not in listed]
+    index.put([*new, *changed])
+    index.remove(gone)
+    report.listed += len(blobs)
+    report.added += len(new)
+    report.changed += len(changed)
+    report.removed += len(gone)
+    index.save_checkpoint(next_marker, last, built=not next_marker)
+    return last
 
 
 def index_blob(index: BlobIndex, data: RetrainingDataClient, name: str) -> RetrainingBlob | None:

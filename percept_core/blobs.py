@@ -243,7 +243,10 @@ class RetrainingDataClient:
 
     # -- listing ----------------------------------------------------------------------------------
 
-    def _pages(self, blob_filter: BlobFilter, marker: str | None, per_page: int):
+    def service_pages(self, blob_filter: BlobFilter, marker: str | None, per_page: int):
+        """The container's listing (with metadata, under the filter's name prefix) a service page at a time, from
+        `marker`: (the page's marker, its entries, the next page's marker or None at the end). Counted in
+        `list_calls`; a failure is our error naming the container."""
         pager = self.container_client.list_blobs(
             name_starts_with=blob_filter.name_prefix or None, include=["metadata"], results_per_page=per_page
         ).by_page(continuation_token=marker)
@@ -269,7 +272,7 @@ class RetrainingDataClient:
         `predicate` adds a test of the caller's (the review state from the ledger, say).
         """
         blob_filter = blob_filter or BlobFilter()
-        for _, page, _ in self._pages(blob_filter, None, self.list_page_size):
+        for _, page, _ in self.service_pages(blob_filter, None, self.list_page_size):
             for properties in page:
                 blob = RetrainingBlob.from_properties(self.container, properties)
                 if blob_filter.matches(blob) and (predicate is None or predicate(blob)):
@@ -291,7 +294,7 @@ class RetrainingDataClient:
         filtered_here = predicate is not None or not replace(blob_filter, name_prefix="").is_empty
         per_page = min(5000, max(page_size * 4, 200) if filtered_here else page_size)
         found: list[RetrainingBlob] = []
-        for current_marker, entries, next_marker in self._pages(blob_filter, marker, per_page):
+        for current_marker, entries, next_marker in self.service_pages(blob_filter, marker, per_page):
             for index in range(offset, len(entries)):
                 blob = RetrainingBlob.from_properties(self.container, entries[index])
                 if not blob_filter.matches(blob) or (predicate is not None and not predicate(blob)):
