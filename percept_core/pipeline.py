@@ -21,6 +21,7 @@ from enum import StrEnum
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
+from .blob_index import IndexTally
 from .blobs import BlobFilter, RetrainingBlob, map_bounded
 from .customvision import (
     MAX_BATCH_BYTES,
@@ -398,7 +399,8 @@ class PushPipeline:
         # Not deep, a blob index counts the blobs in groups, joined with the ledger in one query; without one (or
         # for a filter it cannot decide) the ledger is read once (every key whose state is not new), not once per
         # 500 blobs, and the blobs are walked. Either way the contents the ledger knows are left to the push.
-        tallies = None if deep else getattr(self.data, "tally", _no_tally)(blob_filter, self.project_id)
+        tally = None if deep else getattr(self.data, "tally", None)  # a blob source with an index has one
+        tallies = None if tally is None else tally(blob_filter, self.project_id)
         known = {} if deep or tallies is not None else self.ledger.states(self.project_id)
         if tallies is not None:
             self._count_tallies(report, tallies, blob_filter, being_pushed)
@@ -467,13 +469,13 @@ class PushPipeline:
     def _count_tallies(
         self,
         report: DryRunReport,
-        tallies: Sequence[Any],
+        tallies: Sequence[IndexTally],
         blob_filter: BlobFilter | None,
         being_pushed: set[BlobKey],
     ) -> None:
-        """A dry run's counts from an index's groups (`blob_index.IndexTally`), by the rules the walk applies to
-        each blob: the state from the ledger's facts, then what metadata alone condemns; then the blobs another
-        live run holds move from where their group put them to in progress."""
+        """A dry run's counts from an index's groups, by the rules the walk applies to each blob: the state from the
+        ledger's facts, then what metadata alone condemns; then each blob another live run holds moves, as a group
+        of -1, from where its group put it to in progress."""
 
         def bucket(model_name: str | None, model_version: str | None, too_large: bool) -> BlobError | None:
             stand_in = RetrainingBlob(
@@ -489,7 +491,8 @@ class PushPipeline:
             )
             return self._condemned_by_metadata(stand_in)
 
-        def add(group: Any, day: date | None, n: int) -> None:
+        def add(group: IndexTally) -> None:
+            n = group.count
             state = state_of_record(group)
             if state == BlobState.PUSHED:
                 report.already_pushed += n
@@ -503,11 +506,11 @@ class PushPipeline:
                 report.eligible += n
                 report.unchecked += n
                 report.eligible_by_version[model_label(group.model_name, group.model_version)] += n
-                report.eligible_by_day[day or date.min] += n
+                report.eligible_by_day[group.day or date.min] += n
 
         for group in tallies:
             report.listed += group.count
-            add(group, group.day, group.count)
+            add(group)
         for key in being_pushed:
             blob = self.data.indexed(key[1])
             if blob is None or blob.key != key or (blob_filter is not None and not blob_filter.matches(blob)):
@@ -516,8 +519,9 @@ class PushPipeline:
             state = state_of_record(record)
             if state in (BlobState.PUSHED, BlobState.REJECTED, BlobState.NEAR_DUPLICATE):
                 continue  # counted as the walk counts it: settled before in progress
-            facts = _Facts(blob.model_name, blob.model_version, blob.size > self.data.max_blob_bytes, record)
-            add(facts, blob.captured_at.date() if blob.captured_at else None, -1)
+            day = blob.captured_at.date() if blob.captured_at else None
+            too_large = blob.size > self.data.max_blob_bytes
+            add(IndexTally(blob.model_name, blob.model_version, day, too_large, record.review, record.push_state, -1))
             report.in_progress += 1
 
     def _condemned_by_metadata(self, blob: RetrainingBlob) -> BlobError | None:
@@ -1179,29 +1183,6 @@ class _Run:
                 return
             reason = f"{reason}, {labelled.describe()}"
         self.settle(follower.blob, Outcome.DUPLICATE, reason, image_id=result.image_id, sha256=follower.image.sha256)
-
-
-def _no_tally(blob_filter: BlobFilter | None, project_id: str) -> None:
-    """A blob source without an index: nothing is counted in groups."""
-    return None
-
-
-@dataclass(frozen=True)
-class _Facts:
-    """One blob as an index group would have it: its metadata's verdict and the ledger's facts."""
-
-    model_name: str | None
-    model_version: str | None
-    too_large: bool
-    record: Any
-
-    @property
-    def review(self) -> str:
-        return self.record.review
-
-    @property
-    def push_state(self) -> str | None:
-        return self.record.push_state
 
 
 ReportT = TypeVar("ReportT")
