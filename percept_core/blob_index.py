@@ -16,7 +16,6 @@ whose blob changed since it was indexed is never pushed from: every download nam
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 import threading
@@ -27,7 +26,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Protocol
 
-from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient
+from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, decode_page_token, encode_page_token
 from .errors import BlobNotFoundError, CuratorError, StaleBlobError
 from .state import Review
 
@@ -422,17 +421,21 @@ def page(
     return BlobPage(found, None)
 
 
+_INDEX_PAGE = "i"  # what starts a page token of the index (a listing's never does: base64 of "{")
+
+
+def is_index_token(token: str) -> bool:
+    return token.startswith(_INDEX_PAGE)
+
+
 def _encode(after: str) -> str:
-    return "i" + base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+    return _INDEX_PAGE + encode_page_token({"after": after})
 
 
 def _decode(token: str) -> str:
-    try:
-        if not token.startswith("i"):
-            raise ValueError(token)
-        return str(json.loads(base64.urlsafe_b64decode(token[1:].encode()))["after"])
-    except (ValueError, KeyError, TypeError):
-        raise CuratorError("That page token is not one this tool made.") from None
+    # Another token (a listing's) is given as no text at all: refused as not ours, as any unreadable token is.
+    fields = token.removeprefix(_INDEX_PAGE) if is_index_token(token) else ""
+    return decode_page_token(fields, lambda document: str(document["after"]))
 
 
 def sync(
@@ -533,7 +536,7 @@ class IndexedBlobs:
         predicate: Callable[[RetrainingBlob], bool] | None = None,
     ) -> BlobPage:
         index = self.built()
-        if index is None or (continuation is not None and not continuation.startswith("i")):
+        if index is None or (continuation is not None and not is_index_token(continuation)):
             # A token of a listing stays one (the index was built meanwhile): the listing continues.
             return self.data.list_page(blob_filter, page_size=page_size, continuation=continuation, predicate=predicate)
         return page(index, blob_filter, page_size=page_size, continuation=continuation, predicate=predicate)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
@@ -29,6 +29,8 @@ from .errors import (
     from_azure,
 )
 from .names import is_valid_name, validate_model
+
+T = TypeVar("T")
 
 # Larger blobs are refused before they are downloaded: an encrypted camera frame is a few MB at most.
 DEFAULT_MAX_BLOB_BYTES = 32 * 1024 * 1024
@@ -194,17 +196,25 @@ class BlobPage:
     continuation: str | None
 
 
+def encode_page_token(fields: Mapping[str, Any]) -> str:
+    """A page token: the fields saying where the next page starts, as URL-safe text."""
+    return base64.urlsafe_b64encode(json.dumps(dict(fields)).encode()).decode()
+
+
+def decode_page_token(token: str, read: Callable[[dict[str, Any]], T]) -> T:
+    """What `read` takes from the fields of a token this tool made; any other text is refused as not ours."""
+    try:
+        return read(json.loads(base64.urlsafe_b64decode(token.encode())))
+    except (ValueError, KeyError, TypeError):
+        raise CuratorError("That page token is not one this tool made.") from None
+
+
 def _encode_token(marker: str | None, offset: int) -> str:
-    raw = json.dumps({"m": marker, "o": offset}).encode()
-    return base64.urlsafe_b64encode(raw).decode()
+    return encode_page_token({"m": marker, "o": offset})
 
 
 def _decode_token(token: str) -> tuple[str | None, int]:
-    try:
-        document = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return document["m"], int(document["o"])
-    except (ValueError, KeyError, TypeError):
-        raise CuratorError("That page token is not one this tool made.") from None
+    return decode_page_token(token, lambda fields: (fields["m"], int(fields["o"])))
 
 
 def blob_service(settings: Settings) -> BlobServiceClient:
