@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from pages import _auth
 from pages._results import push_progress_bar
 from pages._session import Session
 from percept_core import RetrainingBlob
@@ -19,6 +20,14 @@ from percept_core.pipeline import BackgroundPush, PushProgress
 from percept_core.review import ReviewPush
 
 PROGRESS_SECONDS = 0.2  # how often a run waiting for a push redraws its progress bar
+
+
+def cancel_button(job: BackgroundPush, cancelling: str) -> None:
+    """Cancel for a running background job, and once pressed what the run still finishes (`cancelling`)."""
+    cancelled = job.cancel_token.cancelled
+    st.button("Cancel", on_click=_auth.guarded(job.cancel), icon=":material/cancel:", disabled=cancelled)
+    if cancelled:
+        st.caption(cancelling)
 
 
 @st.cache_resource(show_spinner=False)

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -542,13 +543,8 @@ def _labelled_frame(item: _Item, file_name: str, width: int, height: int) -> Lab
 
 
 def _ledger_items(curator: Any, include: str, detection: bool) -> Iterator[_Item]:
-    chunk: list[RetrainingBlob] = []
-    for blob in curator.blobs(states=(BlobState.PUSHED,)):
-        chunk.append(blob)
-        if len(chunk) == _CHUNK:
-            yield from _labelled(curator, chunk, include, detection)
-            chunk = []
-    if chunk:
+    pushed = iter(curator.blobs(states=(BlobState.PUSHED,)))
+    while chunk := list(islice(pushed, _CHUNK)):
         yield from _labelled(curator, chunk, include, detection)
 
 

@@ -51,10 +51,9 @@ def live_progress() -> None:
     share = min(1.0, done / total) if total else 0.0
     read = f"{done:,} of {total:,}" if total else f"{done:,}"
     st.progress(share, text=f"Exporting: {read} frames read · {written:,} new images written")
-    cancelled = job.cancel_token.cancelled
-    st.button("Cancel", on_click=_auth.guarded(job.cancel), icon=":material/cancel:", disabled=cancelled)
-    if cancelled:
-        st.caption("Cancelling: the images being written finish, then the annotation files name what was written.")
+    _jobs.cancel_button(
+        job, "Cancelling: the images being written finish, then the annotation files name what was written."
+    )
 
 
 def show_job(job: BackgroundPush) -> None:

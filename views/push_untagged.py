@@ -36,10 +36,7 @@ def live_progress() -> None:
     counts = dict(progress.counts) if progress else {}
     for column, outcome in zip(st.columns(len(Outcome)), Outcome, strict=True):
         column.metric(outcome.capitalize(), f"{counts.get(outcome, 0):,}")
-    cancelled = job.cancel_token.cancelled
-    st.button("Cancel", on_click=_auth.guarded(job.cancel), icon=":material/cancel:", disabled=cancelled)
-    if job.cancel_token.cancelled:
-        st.caption("Cancelling: the batches in flight finish first.")
+    _jobs.cancel_button(job, "Cancelling: the batches in flight finish first.")
 
 
 def show_run(job: BackgroundPush) -> None:
