@@ -349,7 +349,8 @@ class SqliteBlobIndex:
             after = rows[-1]["name"]
 
     def count(self, blob_filter: BlobFilter | None = None) -> int:
-        """How many blobs match: counted by the query, unless a filter needs each blob's own check."""
+        """How many blobs match, counted by the query alone (its conditions are `BlobFilter.matches`'s, capture times
+        compared as the ISO text the rows hold)."""
         blob_filter = blob_filter or BlobFilter()
         where, params = self._where(blob_filter)
         [row] = self._query(f"SELECT COUNT(*) FROM blob_index WHERE {where}", params)  # noqa: S608 - placeholders
