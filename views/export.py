@@ -113,8 +113,7 @@ with st.form("export"):
     go = st.form_submit_button("Export", type="primary", icon=":material/upload:")
 
 
-def target_at(destination: Destination) -> DatasetTarget:
-    store = AzureMLDatastore(datastore.strip()) if target == "azureml" else None
+def target_at(destination: Destination, store: AzureMLDatastore | None = None) -> DatasetTarget:
     return DatasetTarget(curator, destination, target, include, validation, store, migrate=source == "project")
 
 
@@ -122,11 +121,11 @@ if go and target == "azureml":
     _auth.require_reviewer()
     with _results.action_errors("The export"):
         try:
-            AzureMLDatastore(datastore.strip())
+            store = AzureMLDatastore(datastore.strip())
         except ValueError as exc:
             st.error(md(str(exc)), icon=":material/error:")
             st.stop()
-        jobs.start(target_at(container_destination(curator.settings, container.strip(), prefix.strip())))
+        jobs.start(target_at(container_destination(curator.settings, container.strip(), prefix.strip()), store))
         st.rerun()
 elif go:  # a zip file for this reviewer's browser, built in this session
     _auth.require_reviewer()
