@@ -217,6 +217,11 @@ def _decode_token(token: str) -> tuple[str | None, int]:
     return decode_page_token(token, lambda fields: (fields["m"], int(fields["o"])))
 
 
+def url_without_query(url: str) -> str:
+    """A storage URL fit to show: a client's URL carries its SAS token (a secret) as its query."""
+    return url.split("?", 1)[0]
+
+
 def blob_service(settings: Settings) -> BlobServiceClient:
     """The MM storage account's blob service: by connection string, or by URL with the settings' credential."""
     if settings.mm_storage_connection_string:
@@ -249,7 +254,7 @@ class RetrainingDataClient:
         return cls(blob_service(settings).get_container_client(settings.mm_telemetry_storage_container), **kwargs)
 
     def __repr__(self) -> str:
-        return f"RetrainingDataClient({self.container_client.url!r})"
+        return f"RetrainingDataClient({url_without_query(self.container_client.url)!r})"
 
     # -- listing ----------------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 from PIL import Image, UnidentifiedImageError
 
-from .blobs import RetrainingBlob, blob_service, map_bounded, storage_error
+from .blobs import RetrainingBlob, blob_service, map_bounded, storage_error, url_without_query
 from .boxes import Box
 from .errors import ConfigError, CuratorError, ExportError
 from .exports import (
@@ -143,7 +143,8 @@ class ContainerDestination:
         self.prefix = prefix.strip("/")
 
     def describe(self) -> str:
-        return f"{self.container.url}/{self.prefix}".rstrip("/")
+        """The container's URL and the prefix, never a SAS token the client's URL carries (it is a secret)."""
+        return f"{url_without_query(self.container.url)}/{self.prefix}".rstrip("/")
 
     def _name(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path

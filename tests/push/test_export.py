@@ -8,9 +8,12 @@ import io
 import json
 import stat
 import zipfile
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs
 
 import pytest
 import yaml
+from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
 from pycocotools.coco import COCO
 
 from percept_core import Curator
@@ -274,3 +277,41 @@ def test_an_archive_larger_than_a_download_may_be_is_refused_and_nothing_is_reco
         names = archive.namelist()
     assert whole.describe() == "Shelf_v1-coco.zip" and all(name.startswith("Shelf_v1-coco/") for name in names)
     assert len([name for name in names if "/images/" in name]) == 6 and "Shelf_v1-coco/manifest.json" in names
+
+
+def test_a_sas_token_in_the_storage_setting_never_reaches_the_output_or_the_ledger(
+    reviewed, stack, run_cli, project_id, tmp_path
+):
+    """With a SAS connection string (a secret in the URL of every client it makes), the export's destination is
+    shown, printed and recorded without it."""
+    service = blob_service(stack.settings())
+    sas = generate_account_sas(
+        service.account_name,
+        account_key=service.credential.account_key,
+        resource_types=ResourceTypes(service=True, container=True, object=True),
+        permission=AccountSasPermissions(read=True, write=True, list=True, create=True, add=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    connection = f"BlobEndpoint={service.url.rstrip('/')};SharedAccessSignature={sas}"
+    signatures = (parse_qs(sas)["sig"][0], sas.split("sig=", 1)[1].split("&", 1)[0])  # decoded, as in the URL
+    result = run_cli(
+        "--json",
+        "export",
+        "--to",
+        "azureml",
+        "--container",
+        "sas-export",
+        "--datastore",
+        "frames",
+        custom_vision_project_id=project_id,
+        mm_storage_connection_string=connection,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 6 and summary["destination"].endswith("/sas-export")
+    assert not [sig for sig in signatures if sig in result.stdout + result.stderr]
+    ledger = _curator(stack, project_id, tmp_path).ledger
+    [event] = ledger.events(action="export")
+    assert event.details["destination"] == summary["destination"]
+    recorded = json.dumps([e.details for e in ledger.events()])
+    assert not [sig for sig in signatures if sig in recorded]
