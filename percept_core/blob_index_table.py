@@ -44,7 +44,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import TableEntity, TableServiceClient, TableTransactionError, UpdateMode
 
 from .blob_index import ROW_DEFAULTS, blob_of, row_of
-from .blobs import BlobFilter, RetrainingBlob
+from .blobs import BlobFilter, RetrainingBlob, url_without_query
 from .errors import AzureCall, CuratorError, from_azure
 from .ledger_table import (
     CLIENT_RETRIES,
@@ -183,10 +183,10 @@ class TableBlobIndex:
     @property
     def location(self) -> str:
         """Where the index is, for a status line: the table service and the table (never a key)."""
-        return f"{self.service.url.split('?', 1)[0]} (table {self._table.table_name})"
+        return f"{url_without_query(self.service.url)} (table {self._table.table_name})"
 
     def __repr__(self) -> str:
-        return f"TableBlobIndex({self.service.url!r}, {self.container!r}, prefix={self.prefix!r})"
+        return f"TableBlobIndex({url_without_query(self.service.url)!r}, {self.container!r}, prefix={self.prefix!r})"
 
     def close(self) -> None:
         self._fanout.shutdown(wait=True)

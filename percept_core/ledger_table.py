@@ -41,6 +41,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
+from .blobs import url_without_query
 from .errors import AzureCall, from_azure
 from .ledger import (
     LEASE_SECONDS,
@@ -211,10 +212,10 @@ class TableLedger(RunClaims):
     @property
     def location(self) -> str:
         """Where the ledger is, for a status line: the table service and the tables' prefix (never a key)."""
-        return f"{self.service.url.split('?', 1)[0]} (tables {self.prefix}*)"
+        return f"{url_without_query(self.service.url)} (tables {self.prefix}*)"
 
     def __repr__(self) -> str:
-        return f"TableLedger({self.service.url!r}, prefix={self.prefix!r})"
+        return f"TableLedger({url_without_query(self.service.url)!r}, prefix={self.prefix!r})"
 
     def close(self) -> None:
         self._requests.shutdown(wait=True)
