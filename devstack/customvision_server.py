@@ -8,6 +8,11 @@ Run it with ``python -m devstack.customvision_server --host 127.0.0.1 --port 500
 the options. ``--profile strict`` (or ``CustomVisionEmulatorConfig(profile="strict")``) plays the stricter
 reading of every behaviour the public notes leave uncertain (see :mod:`devstack.profiles`).
 
+Predictions (QuickTestImage, SuggestTagsAndRegions, QuerySuggestedImages, QuerySuggestedImageCount) come from
+the iteration's nearest-neighbour snapshot (see :mod:`devstack.customvision_store`). Every frame predicted is a
+prediction transaction: ``GET /_emulator/stats`` reports them in all and per operation, and
+``GET /_emulator/projects/{id}/predictions`` per project, with the quick tests kept by ``store=true``.
+
 Upload counters: ``GET /_emulator/projects/{id}/uploads`` (and ``GET /_emulator/uploads`` for every project)
 report each image entry the project received, how it was answered and how often each entry name came, so a
 client's re-uploads are measured rather than hidden by the service's OKDuplicate (see :class:`UploadCounters`).
@@ -48,6 +53,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devstack.customvision_store import (
     CONTENT_TYPES,
+    DEFAULT_SUGGESTED_TAKE,
     DOMAINS,
     DOMAINS_BY_ID,
     MAX_BATCH_IMAGES,
@@ -57,18 +63,22 @@ from devstack.customvision_store import (
     MAX_REGION_BATCH,
     MAX_TAKE,
     RESIZED_SIDE,
+    SUGGESTION_SORTS,
     THUMBNAIL_SIDE,
     CustomVisionStore,
     CVError,
     Domain,
     DuplicateOnlyBatch,
+    ImagePrediction,
     ImageRegion,
     Iteration,
     NewImage,
     Project,
     RegionSpec,
     StoredImage,
+    SuggestedImage,
     Tag,
+    TagPrediction,
     TierLimits,
     bad_request,
     not_found,
@@ -255,6 +265,9 @@ class Stats:
             self.unauthorized = 0
             self.faults_fired: Counter[str] = Counter()  # per kind
             self.faults_by_operation: Counter[str] = Counter()
+            # Prediction transactions (frames predicted), per operation and per project.
+            self.predictions: Counter[str] = Counter()
+            self.predictions_by_project: dict[str, Counter[str]] = {}
 
     def request(self, operation_id: str) -> None:
         with self._lock:
@@ -279,6 +292,19 @@ class Stats:
             self.faults_fired[kind] += 1
             self.faults_by_operation[f"{operation_id}:{kind}"] += 1
 
+    def predicted(self, operation_id: str, project_id: str, frames: int) -> None:
+        """Count ``frames`` prediction transactions made by one call (answers from kept suggestions are free)."""
+        if frames <= 0:
+            return
+        with self._lock:
+            self.predictions[operation_id] += frames
+            self.predictions_by_project.setdefault(project_id, Counter())[operation_id] += frames
+
+    def project_predictions(self, project_id: str) -> dict[str, Any]:
+        with self._lock:
+            counts = self.predictions_by_project.get(project_id, Counter())
+            return {"transactions": sum(counts.values()), "byOperation": dict(counts)}
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -290,6 +316,8 @@ class Stats:
                 "unauthorized": self.unauthorized,
                 "faultsFired": dict(self.faults_fired),
                 "faultsFiredByOperation": dict(self.faults_by_operation),
+                "predictionTransactions": sum(self.predictions.values()),
+                "predictionTransactionsByOperation": dict(self.predictions),
             }
 
 
@@ -528,6 +556,47 @@ def iteration_json(iteration: Iteration, now: float) -> dict[str, Any]:
         "originalPublishResourceId": iteration.prediction_resource_id,
         "customBaseModelInfo": None,
         "trainingErrorDetails": None,
+    }
+
+
+def tag_prediction_json(prediction: TagPrediction) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "probability": prediction.probability,
+        "tagId": prediction.tag_id,
+        "tagName": prediction.tag_name,
+        "tagType": prediction.tag_type,
+    }
+    if prediction.box is not None:  # detection only; classification answers carry no boundingBox
+        left, top, width, height = prediction.box
+        body["boundingBox"] = {"left": left, "top": top, "width": width, "height": height}
+    return body
+
+
+def image_prediction_json(prediction: ImagePrediction) -> dict[str, Any]:
+    return {
+        "id": prediction.id,
+        "project": prediction.project_id,
+        "iteration": prediction.iteration_id,
+        "created": iso(prediction.created),
+        "predictions": [tag_prediction_json(p) for p in prediction.predictions],
+    }
+
+
+def suggestion_json(suggestion: ImagePrediction) -> dict[str, Any]:
+    return {**image_prediction_json(suggestion), "predictionUncertainty": suggestion.uncertainty}
+
+
+def suggested_image_json(item: SuggestedImage, base: str) -> dict[str, Any]:
+    image = item.image
+    scale = min(1.0, RESIZED_SIDE / max(image.width, image.height))
+    return {
+        **suggestion_json(item.suggestion),
+        "width": max(1, round(image.width * scale)),
+        "height": max(1, round(image.height * scale)),
+        "resizedImageUri": blob_url(base, image.id, "resized"),
+        "thumbnailUri": blob_url(base, image.id, "thumbnail"),
+        "originalImageUri": blob_url(base, image.id, "original"),
+        "domain": item.suggestion.domain_id,
     }
 
 
@@ -788,7 +857,7 @@ def _tagging_status(ctx: RequestContext) -> str:
 
 
 def _check_iteration(ctx: RequestContext, project_id: str) -> None:
-    """iterationId is validated; the emulator serves the workspace (it keeps no per-iteration snapshot)."""
+    """iterationId is validated; listings serve the workspace (only predictions use an iteration's snapshot)."""
     raw = ctx.q("iterationId")
     if raw:
         ctx.store.get_iteration(project_id, canonical_id(raw, "iteration id"))
@@ -1120,16 +1189,20 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[str | None, by
     return parts
 
 
-@handles("CreateImagesFromData")
-def create_images_from_data(ctx: RequestContext) -> Response:
+def request_files(ctx: RequestContext) -> list[tuple[str | None, bytes]]:
+    """(filename, bytes) of the files of a multipart body, or the raw body sent as one file."""
     content_type = ctx.headers.get("content-type", "application/octet-stream")
     media = content_type.split(";")[0].strip().lower()
     if media == "multipart/form-data":
-        parts = parse_multipart(ctx.body, content_type)
-    elif media in ("application/octet-stream", "") or media.startswith("image/"):
-        parts = [(None, ctx.body)] if ctx.body else []
-    else:
-        raise CVError(415, "UnsupportedMediaType", f"Unsupported content type {media}.")
+        return parse_multipart(ctx.body, content_type)
+    if media in ("application/octet-stream", "") or media.startswith("image/"):
+        return [(None, ctx.body)] if ctx.body else []
+    raise CVError(415, "UnsupportedMediaType", f"Unsupported content type {media}.")
+
+
+@handles("CreateImagesFromData")
+def create_images_from_data(ctx: RequestContext) -> Response:
+    parts = request_files(ctx)
     if len(parts) > MAX_BATCH_IMAGES:
         raise bad_request(
             "BadRequestExceededBatchSize", f"Batch size exceeded: limited to {MAX_BATCH_IMAGES} files per request."
@@ -1335,6 +1408,107 @@ def publish_iteration(ctx: RequestContext) -> Response:
 def unpublish_iteration(ctx: RequestContext) -> Response:
     ctx.store.unpublish_iteration(ctx.project_id, ctx.param_id("iterationId", "iteration id"))
     return json_response(204, None)
+
+
+def _required_iteration(ctx: RequestContext) -> str:
+    raw = ctx.q("iterationId")
+    if not raw:
+        raise bad_request("BadRequest", "iterationId is required.")
+    return canonical_id(raw, "iteration id")
+
+
+def _tag_filter(body: dict[str, Any]) -> tuple[list[str], float]:
+    """tagIds and threshold of a TagFilter or SuggestedTagAndRegionQueryToken."""
+    tag_ids = body.get("tagIds") or []
+    if not isinstance(tag_ids, list):
+        raise bad_request("BadRequest", "tagIds must be an array of tag ids.")
+    threshold = body.get("threshold") or 0.0
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
+        raise bad_request("BadRequest", "threshold must be a number.")
+    return [canonical_id(str(t), "tag id") for t in tag_ids], float(threshold)
+
+
+def _json_object(ctx: RequestContext, what: str) -> dict[str, Any]:
+    body = ctx.json_body()
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise bad_request("BadRequest", f"The {what} must be a JSON object.")
+    return body
+
+
+@handles("QuickTestImage")
+def quick_test_image(ctx: RequestContext) -> Response:
+    project_id = ctx.project_id
+    data = next((data for _, data in request_files(ctx) if data), b"")
+    raw_iteration = ctx.q("iterationId")
+    prediction = ctx.store.quick_test(
+        project_id,
+        data,
+        iteration_id=canonical_id(raw_iteration, "iteration id") if raw_iteration else None,
+        store=ctx.q_bool("store", default=True),
+    )
+    ctx.emulator.stats.predicted(ctx.operation_id, project_id, 1)
+    return json_response(200, image_prediction_json(prediction))
+
+
+@handles("SuggestTagsAndRegions")
+def suggest_tags_and_regions(ctx: RequestContext) -> Response:
+    project_id = ctx.project_id
+    iteration_id = _required_iteration(ctx)
+    outcome = ctx.store.suggest(project_id, iteration_id, ctx.q_ids("imageIds", "image id") or [])
+    ctx.emulator.stats.predicted(ctx.operation_id, project_id, outcome.predicted)
+    return json_response(200, [suggestion_json(s) for s in outcome.suggestions])
+
+
+@handles("QuerySuggestedImages")
+def query_suggested_images(ctx: RequestContext) -> Response:
+    project_id = ctx.project_id
+    iteration_id = _required_iteration(ctx)
+    token = _json_object(ctx, "query")
+    tag_ids, threshold = _tag_filter(token)
+    raw_sort = token.get("sortBy") or "UncertaintyDescending"  # emulator choice: least sure first
+    sort_by = next((s for s in SUGGESTION_SORTS if s.lower() == str(raw_sort).lower()), None)
+    if sort_by is None:
+        raise bad_request("BadRequest", f"sortBy must be one of {', '.join(SUGGESTION_SORTS)}.")
+    max_count = token.get("maxCount") or 0
+    if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 0:
+        raise bad_request("BadRequest", "maxCount must be a non-negative integer.")
+    continuation = str(token.get("continuation") or "")
+    if continuation and not continuation.isdigit():
+        raise bad_request("BadRequest", "The continuation is not one this service handed out.")
+    skip = int(continuation or 0)
+    items, total = ctx.store.suggested_images(
+        project_id,
+        iteration_id,
+        tag_ids=tag_ids,
+        threshold=threshold,
+        sort_by=sort_by,
+        skip=skip,
+        take=min(max_count or DEFAULT_SUGGESTED_TAKE, MAX_TAKE),
+    )
+    following = skip + len(items)
+    body = {
+        "token": {
+            "tagIds": tag_ids,
+            "threshold": threshold,
+            "session": str(token.get("session") or iteration_id),
+            "continuation": str(following) if following < total else "",
+            "maxCount": max_count,
+            "sortBy": sort_by,
+        },
+        "results": [suggested_image_json(item, ctx.base_url) for item in items],
+    }
+    return json_response(200, body)
+
+
+@handles("QuerySuggestedImageCount")
+def query_suggested_image_count(ctx: RequestContext) -> Response:
+    project_id = ctx.project_id
+    iteration_id = _required_iteration(ctx)
+    tag_ids, threshold = _tag_filter(_json_object(ctx, "tag filter"))
+    counts = ctx.store.suggested_image_counts(project_id, iteration_id, tag_ids=tag_ids, threshold=threshold)
+    return json_response(200, counts)
 
 
 def not_implemented(ctx: RequestContext) -> Response:
@@ -1716,6 +1890,16 @@ def create_app(config: CustomVisionEmulatorConfig, *, clock: Callable[[], float]
         except CVError as error:
             return error_response(error)
         return JSONResponse(emulator.uploads.snapshot(canonical, names=names))
+
+    @app.get("/_emulator/projects/{project_id}/predictions")
+    def project_predictions(project_id: str) -> Response:
+        """One project's prediction transactions (frames predicted) per operation and its stored quick tests."""
+        try:
+            canonical = canonical_id(project_id, "project id")
+            stored = emulator.store.count_stored_predictions(canonical)
+        except CVError as error:
+            return error_response(error)
+        return JSONResponse({**emulator.stats.project_predictions(canonical), "stored": stored})
 
     @app.get("/_emulator/projects/{project_id}/images")
     def project_images(project_id: str, request: Request) -> Response:

@@ -7,6 +7,16 @@ broken; the HTTP layer turns that into the wire error body.
 
 The limits below come from the service documentation ("Limits and quotas") and the v3.4-preview OpenAPI
 document; the comments say where each number comes from.
+
+Predictions (QuickTestImage, SuggestTagsAndRegions) come from a small nearest-neighbour model, not a network:
+TrainProject snapshots, for every image of the training set, an 8x8 RGB thumbnail (192 values in 0-1) with
+the image's trained tags (and regions, for detection), and keeps it with the iteration in SQLite, so an
+iteration predicts from what it was trained on whatever is uploaded or deleted later. Predicting a frame
+measures its RMS pixel distance ``d`` to every example; the examples' tags vote with the weights
+``exp(-(d / FEATURE_SCALE)^2)`` and the vote is trusted as far as the nearest example is close: probability =
+closeness * vote + (1 - closeness) / number of trained tags. An exact or near copy of a trained frame gets its
+tags at close to 1; a frame far from everything gets every tag near 1 / number of tags. Detection answers the
+nearest example's boxes with its closeness as the probability. The same input always gives the same answer.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image as PILImage
 
 from devstack.profiles import AzureProfile, get_profile
@@ -57,6 +68,10 @@ MAX_TAG_NAME = 256
 # (~6e-8) and client arithmetic such as x/w + w/w == 1.0000000000000002.
 REGION_TOLERANCE = 1e-6
 
+MAX_SUGGESTION_IMAGE_BATCH = 64  # SuggestTagsAndRegions: "There is a limit of 64 images in the batch"
+SUGGESTION_RETENTION_SECONDS = 30 * 24 * 3600  # Suggested tags docs: results are kept 30 days, free to re-read
+DEFAULT_SUGGESTED_TAKE = 50  # emulator choice: QuerySuggestedImages without maxCount (the spec names no default)
+
 THUMBNAIL_SIDE = 256  # emulator choice: the service does not document its thumbnail size
 RESIZED_SIDE = 1024  # emulator choice for resizedImageUri
 
@@ -64,6 +79,12 @@ TAG_TYPES = ("Regular", "Negative", "GeneralProduct")
 CLASSIFICATION_TYPES = ("Multiclass", "Multilabel")
 EXPORT_PLATFORMS = ("CoreML", "TensorFlow", "DockerFile", "ONNX", "VAIDK", "OpenVino")
 TRAINING_TYPES = ("Regular", "Advanced")
+SUGGESTION_SORTS = ("UncertaintyAscending", "UncertaintyDescending")
+
+# The prediction model (emulator choices, see the module docstring).
+FEATURE_SIDE = 8  # frames are compared as FEATURE_SIDE x FEATURE_SIDE RGB thumbnails
+FEATURE_SCALE = 0.1  # RMS pixel distance (0-1) at which an example's weight falls to 1/e
+NEIGHBOURS = 7  # how many nearest examples vote
 
 
 @dataclass(frozen=True)
@@ -378,6 +399,44 @@ class MetadataUpdateOutcome:
     metadata: dict[str, str] | None
 
 
+@dataclass(frozen=True)
+class TagPrediction:
+    """One entry of a prediction: a trained tag, its probability and, for detection, a normalised box."""
+
+    probability: float
+    tag_id: str
+    tag_name: str
+    tag_type: str
+    box: tuple[float, float, float, float] | None = None  # left, top, width, height
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """What an iteration predicted for one frame (a quick test or a suggestion for a project image)."""
+
+    id: str  # the prediction id; for a suggestion, the id of the image it is about
+    project_id: str
+    iteration_id: str
+    domain_id: str
+    created: float
+    predictions: list[TagPrediction]
+    uncertainty: float  # entropy of the predicted probabilities (0 = sure)
+
+
+@dataclass(frozen=True)
+class SuggestionOutcome:
+    """SuggestTagsAndRegions: the suggestions in the order asked and how many were newly predicted (billed)."""
+
+    suggestions: list[ImagePrediction]
+    predicted: int
+
+
+@dataclass(frozen=True)
+class SuggestedImage:
+    image: StoredImage
+    suggestion: ImagePrediction
+
+
 # --- image probing -----------------------------------------------------------------------------------
 
 
@@ -455,6 +514,127 @@ def render_derived(data: bytes, max_side: int) -> bytes:
     out = io.BytesIO()
     frame.save(out, format="JPEG", quality=85)
     return out.getvalue()
+
+
+# --- the prediction model ----------------------------------------------------------------------------
+
+FEATURE_LENGTH = FEATURE_SIDE * FEATURE_SIDE * 3
+
+
+def image_features(data: bytes) -> np.ndarray:
+    """A frame as the model sees it: a FEATURE_SIDE x FEATURE_SIDE RGB thumbnail, values 0-1, flattened."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        with PILImage.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (FEATURE_SIDE * 4, FEATURE_SIDE * 4))  # JPEG: decode at a reduced scale, much faster
+            small = img.convert("RGB").resize((FEATURE_SIDE, FEATURE_SIDE), PILImage.Resampling.BOX)
+    return np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
+
+
+def entropy(probabilities: Sequence[float]) -> float:
+    """Shannon entropy (nats) of the probabilities normalised to sum 1; 0 for none."""
+    total = sum(probabilities)
+    if total <= 0:
+        return 0.0
+    return max(0.0, -sum((p / total) * math.log(p / total) for p in probabilities if p > 0))
+
+
+def binary_entropy(probability: float) -> float:
+    return max(0.0, -sum(p * math.log(p) for p in (probability, 1.0 - probability) if p > 0))
+
+
+@dataclass(frozen=True)
+class TrainedTag:
+    id: str
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class TrainedExample:
+    """The labels of one training image: its trained tags and, for detection, its boxes."""
+
+    tag_ids: tuple[str, ...]
+    regions: tuple[tuple[str, float, float, float, float], ...] = ()  # tag id, left, top, width, height
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What an iteration learnt: its trained tags and a feature row plus labels per training image."""
+
+    tags: tuple[TrainedTag, ...]
+    detection: bool
+    features: np.ndarray  # shape (len(examples), FEATURE_LENGTH), float32
+    examples: tuple[TrainedExample, ...]
+
+    def predict(self, features: np.ndarray) -> tuple[list[TagPrediction], float]:
+        """(predictions, most probable first; their uncertainty) for a frame's features; see the module docstring."""
+        if not self.examples or not self.tags:
+            return [], 0.0
+        distances = np.sqrt(np.mean((self.features - features) ** 2, axis=1))
+        nearest = np.argsort(distances, kind="stable")[:NEIGHBOURS]
+        logits = -((distances[nearest] / FEATURE_SCALE) ** 2)
+        closeness = float(np.exp(logits[0]))
+        weights = np.exp(logits - logits[0])
+        weights /= weights.sum()
+        tags = {t.id: t for t in self.tags}
+        if self.detection:
+            example = self.examples[int(nearest[0])]
+            predictions = [
+                TagPrediction(round(closeness, 8), tag_id, tags[tag_id].name, tags[tag_id].type, (left, top, w, h))
+                for tag_id, left, top, w, h in example.regions
+                if tag_id in tags
+            ]
+            uncertainty = sum(binary_entropy(p.probability) for p in predictions) / max(1, len(predictions))
+            return predictions, uncertainty
+        vote = dict.fromkeys(tags, 0.0)
+        for weight, index in zip(weights, nearest, strict=True):
+            for tag_id in self.examples[int(index)].tag_ids:
+                vote[tag_id] += float(weight)
+        floor = (1.0 - closeness) / len(tags)
+        predictions = [
+            TagPrediction(round(min(1.0, closeness * vote[t.id] + floor), 8), t.id, t.name, t.type) for t in self.tags
+        ]
+        predictions.sort(key=lambda p: -p.probability)
+        return predictions, entropy([p.probability for p in predictions])
+
+    def to_row(self) -> tuple[str, str, bytes]:
+        tags = json.dumps([[t.id, t.name, t.type] for t in self.tags])
+        labels = json.dumps({"detection": self.detection, "examples": [[e.tag_ids, e.regions] for e in self.examples]})
+        return tags, labels, np.ascontiguousarray(self.features, dtype=np.float32).tobytes()
+
+    @classmethod
+    def from_row(cls, tags: str, labels: str, features: bytes) -> TrainedModel:
+        decoded = json.loads(labels)
+        examples = tuple(
+            TrainedExample(tuple(tag_ids), tuple(tuple(r) for r in regions)) for tag_ids, regions in decoded["examples"]
+        )
+        return cls(
+            tags=tuple(TrainedTag(*t) for t in json.loads(tags)),
+            detection=decoded["detection"],
+            features=np.frombuffer(features, dtype=np.float32).reshape(len(examples), FEATURE_LENGTH),
+            examples=examples,
+        )
+
+
+def predictions_to_json(predictions: Sequence[TagPrediction]) -> str:
+    return json.dumps([[p.probability, p.tag_id, p.tag_name, p.tag_type, p.box] for p in predictions])
+
+
+def predictions_from_json(text: str) -> list[TagPrediction]:
+    return [
+        TagPrediction(probability, tag_id, name, tag_type, tuple(box) if box else None)
+        for probability, tag_id, name, tag_type, box in json.loads(text)
+    ]
+
+
+# QuickTestImage refuses a frame whole, with the error codes of the upload rules it breaks.
+QUICK_TEST_IMAGE_ERRORS = {
+    "ErrorSource": ("BadRequestImageStream", "No image data was sent."),
+    "ErrorImageSize": ("BadRequestImageSizeBytes", "The image is larger than 6 MB."),
+    "ErrorImageFormat": ("BadRequestImageFormat", "The image is not a JPEG, PNG, BMP or GIF."),
+    "ErrorImageDimensions": ("BadRequestImageDimensions", "The image dimensions are out of bounds."),
+}
 
 
 # --- blob storage ------------------------------------------------------------------------------------
@@ -577,6 +757,19 @@ CREATE TABLE IF NOT EXISTS iterations(
     reserved_budget_in_hours INTEGER NOT NULL, domain_id TEXT NOT NULL, classification_type TEXT,
     data_version INTEGER NOT NULL, publish_name TEXT NOT NULL DEFAULT '',
     prediction_resource_id TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS iteration_models(
+    iteration_id TEXT PRIMARY KEY REFERENCES iterations(id) ON DELETE CASCADE,
+    tags TEXT NOT NULL, labels TEXT NOT NULL, features BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS image_features(
+    image_id TEXT PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE, features BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS suggestions(
+    iteration_id TEXT NOT NULL REFERENCES iterations(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    created REAL NOT NULL, predictions TEXT NOT NULL, uncertainty REAL NOT NULL,
+    PRIMARY KEY(iteration_id, image_id));
+CREATE TABLE IF NOT EXISTS predictions(
+    id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    iteration_id TEXT NOT NULL, created REAL NOT NULL, predictions TEXT NOT NULL);
 """
 
 MetadataPredicate = Callable[[dict[str, str]], bool]
@@ -660,7 +853,8 @@ class CustomVisionStore:
     def reset(self) -> None:
         """Drop every project, image and blob."""
         with self._tx() as db:
-            for table in ("regions", "image_tags", "images", "iterations", "tags", "projects"):
+            tables = ("suggestions", "predictions", "iteration_models", "image_features", "regions", "image_tags")
+            for table in (*tables, "images", "iterations", "tags", "projects"):
                 db.execute(f"DELETE FROM {table}")  # noqa: S608
         self.blobs.clear()
 
@@ -1671,6 +1865,10 @@ class CustomVisionStore:
                     project.data_version,
                 ),
             )
+            db.execute(
+                "INSERT INTO iteration_models(iteration_id, tags, labels, features) VALUES (?,?,?,?)",
+                (iteration_id, *self._snapshot_model(project, tags).to_row()),
+            )
             return self.get_iteration(project_id, iteration_id)
 
     @staticmethod
@@ -1702,3 +1900,195 @@ class CustomVisionStore:
                     code,
                     f"Tag '{tag.name}' has {tag.image_count} images; at least {minimum} are required to train.",
                 )
+
+    # -- predictions: quick tests and suggested tags --
+
+    def _image_features(self, image_id: str) -> np.ndarray | None:
+        """A project image's features, computed from its bytes once and kept; None when its bytes are gone."""
+        row = self._db.execute("SELECT features FROM image_features WHERE image_id=?", (image_id,)).fetchone()
+        if row is not None:
+            return np.frombuffer(row[0], dtype=np.float32)
+        data = self.blobs.get(image_id, "original")
+        if data is None:
+            return None
+        features = image_features(data)
+        self._db.execute(
+            "INSERT OR REPLACE INTO image_features(image_id, features) VALUES (?,?)", (image_id, features.tobytes())
+        )
+        return features
+
+    def _snapshot_model(self, project: Project, tags: dict[str, Tag]) -> TrainedModel:
+        """The training set of a new iteration: every image carrying a trained tag, as features plus labels."""
+        trained = {t.id: t for t in tags.values() if t.image_count > 0}
+        image_ids = []
+        if trained:
+            image_ids = self._query_ids(
+                project.id, tagging_status="Tagged", tag_ids=list(trained), predicate=None, newest_first=False
+            )
+        rows: list[np.ndarray] = []
+        examples: list[TrainedExample] = []
+        for image in self._load_images(image_ids):
+            if project.is_detection:
+                regions = tuple(
+                    (r.tag_id, r.left, r.top, r.width, r.height) for r in image.regions if r.tag_id in trained
+                )
+                example = TrainedExample(tuple(dict.fromkeys(r[0] for r in regions)), regions)
+            else:
+                example = TrainedExample(tuple(t.tag_id for t in image.tags if t.tag_id in trained))
+            features = self._image_features(image.id)
+            if example.tag_ids and features is not None:
+                rows.append(features)
+                examples.append(example)
+        return TrainedModel(
+            tags=tuple(TrainedTag(t.id, t.name, t.type) for t in trained.values()),
+            detection=project.is_detection,
+            features=np.stack(rows) if rows else np.zeros((0, FEATURE_LENGTH), dtype=np.float32),
+            examples=tuple(examples),
+        )
+
+    def _load_model(self, iteration_id: str) -> TrainedModel:
+        row = self._db.execute(
+            "SELECT tags, labels, features FROM iteration_models WHERE iteration_id=?", (iteration_id,)
+        ).fetchone()
+        if row is None:  # an iteration trained by an emulator that kept no snapshot: it knows nothing
+            return TrainedModel((), False, np.zeros((0, FEATURE_LENGTH), dtype=np.float32), ())
+        return TrainedModel.from_row(row[0], row[1], row[2])
+
+    def _prediction_iteration(self, project_id: str, iteration_id: str | None) -> Iteration:
+        """The iteration to predict with: the one named, else the latest trained; it must have finished training."""
+        now = self.now()
+        if iteration_id is None:
+            trained = [it for it in self.list_iterations(project_id) if it.is_completed(now)]
+            if not trained:
+                raise bad_request("BadRequestIterationIsNotTrained", "The project has no trained iteration.")
+            return trained[-1]
+        iteration = self.get_iteration(project_id, iteration_id)
+        if not iteration.is_completed(now):
+            raise bad_request("BadRequestIterationIsNotTrained", f"Iteration {iteration_id} has not finished training.")
+        return iteration
+
+    def quick_test(self, project_id: str, data: bytes, *, iteration_id: str | None, store: bool) -> ImagePrediction:
+        """QuickTestImage: predict a frame that is not added to the project; ``store`` keeps the prediction."""
+        failure, _, _ = self._probe(data or None)
+        if failure:
+            code, message = QUICK_TEST_IMAGE_ERRORS[failure]
+            raise bad_request(code, message)
+        features = image_features(data)
+        with self._tx() as db:
+            iteration = self._prediction_iteration(project_id, iteration_id)
+            predictions, uncertainty = self._load_model(iteration.id).predict(features)
+            prediction = ImagePrediction(
+                new_id(), project_id, iteration.id, iteration.domain_id, self.now(), predictions, uncertainty
+            )
+            if store:
+                db.execute(
+                    "INSERT INTO predictions(id, project_id, iteration_id, created, predictions) VALUES (?,?,?,?,?)",
+                    (prediction.id, project_id, iteration.id, prediction.created, predictions_to_json(predictions)),
+                )
+        return prediction
+
+    def count_stored_predictions(self, project_id: str) -> int:
+        """Quick tests kept with store=true (QueryPredictions would list them)."""
+        with self._lock:
+            self._require_project(project_id)
+            row = self._db.execute("SELECT COUNT(*) FROM predictions WHERE project_id=?", (project_id,)).fetchone()
+            return int(row[0])
+
+    def _suggestion_from_row(self, iteration: Iteration, row: sqlite3.Row) -> ImagePrediction:
+        return ImagePrediction(
+            row["image_id"],
+            iteration.project_id,
+            iteration.id,
+            iteration.domain_id,
+            row["created"],
+            predictions_from_json(row["predictions"]),
+            row["uncertainty"],
+        )
+
+    def suggest(self, project_id: str, iteration_id: str, image_ids: Sequence[str]) -> SuggestionOutcome:
+        """SuggestTagsAndRegions: an iteration's suggestions for project images, kept 30 days.
+
+        A suggestion already kept for the image and iteration is answered again without predicting (and
+        without billing), as the service does within its 30 days.
+        """
+        if len(image_ids) > MAX_SUGGESTION_IMAGE_BATCH:
+            raise bad_request(
+                "BadRequestExceededBatchSize", f"Limited to {MAX_SUGGESTION_IMAGE_BATCH} images per batch."
+            )
+        with self._tx() as db:
+            iteration = self._prediction_iteration(project_id, iteration_id)
+            self._require_images(project_id, image_ids)
+            now = self.now()
+            model: TrainedModel | None = None
+            suggestions: list[ImagePrediction] = []
+            predicted = 0
+            for image_id in dict.fromkeys(image_ids):
+                row = db.execute(
+                    "SELECT * FROM suggestions WHERE iteration_id=? AND image_id=? AND created>?",
+                    (iteration.id, image_id, now - SUGGESTION_RETENTION_SECONDS),
+                ).fetchone()
+                if row is not None:
+                    suggestions.append(self._suggestion_from_row(iteration, row))
+                    continue
+                model = model or self._load_model(iteration.id)
+                features = self._image_features(image_id)
+                predictions, uncertainty = model.predict(features) if features is not None else ([], 0.0)
+                db.execute(
+                    "INSERT OR REPLACE INTO suggestions(iteration_id, image_id, created, predictions, uncertainty)"
+                    " VALUES (?,?,?,?,?)",
+                    (iteration.id, image_id, now, predictions_to_json(predictions), uncertainty),
+                )
+                suggestion = ImagePrediction(
+                    image_id, project_id, iteration.id, iteration.domain_id, now, predictions, uncertainty
+                )
+                suggestions.append(suggestion)
+                predicted += 1
+        return SuggestionOutcome(suggestions, predicted)
+
+    def _kept_suggestions(self, iteration: Iteration) -> list[ImagePrediction]:
+        """The iteration's unexpired suggestions for images that are still untagged, oldest image first."""
+        rows = self._db.execute(
+            "SELECT s.* FROM suggestions s JOIN images i ON i.id=s.image_id WHERE s.iteration_id=? AND s.created>?"
+            " AND NOT EXISTS (SELECT 1 FROM image_tags it WHERE it.image_id=i.id) ORDER BY i.seq",
+            (iteration.id, self.now() - SUGGESTION_RETENTION_SECONDS),
+        ).fetchall()
+        return [self._suggestion_from_row(iteration, r) for r in rows]
+
+    @staticmethod
+    def _suggests(suggestion: ImagePrediction, tag_ids: Iterable[str], threshold: float) -> bool:
+        wanted = set(tag_ids)
+        return any(p.tag_id in wanted and p.probability >= threshold for p in suggestion.predictions)
+
+    def suggested_images(
+        self,
+        project_id: str,
+        iteration_id: str,
+        *,
+        tag_ids: Sequence[str],
+        threshold: float,
+        sort_by: str,
+        skip: int,
+        take: int,
+    ) -> tuple[list[SuggestedImage], int]:
+        """QuerySuggestedImages: untagged images whose kept suggestion has one of the tags at ``threshold`` or
+        more (any trained tag when ``tag_ids`` is empty), by uncertainty; (one page, how many match in all)."""
+        with self._lock:
+            iteration = self._prediction_iteration(project_id, iteration_id)
+            wanted = tag_ids or [t.id for t in self._load_model(iteration.id).tags]
+            matches = [s for s in self._kept_suggestions(iteration) if self._suggests(s, wanted, threshold)]
+            descending = sort_by == "UncertaintyDescending"
+            matches.sort(key=lambda s: -s.uncertainty if descending else s.uncertainty)
+            page = matches[skip : skip + take]
+            images = {image.id: image for image in self._load_images([s.id for s in page])}
+            return [SuggestedImage(images[s.id], s) for s in page], len(matches)
+
+    def suggested_image_counts(
+        self, project_id: str, iteration_id: str, *, tag_ids: Sequence[str], threshold: float
+    ) -> dict[str, int]:
+        """QuerySuggestedImageCount: per tag (every trained tag when none is given), how many untagged images
+        have it suggested at ``threshold`` or more."""
+        with self._lock:
+            iteration = self._prediction_iteration(project_id, iteration_id)
+            wanted = tag_ids or [t.id for t in self._load_model(iteration.id).tags]
+            kept = self._kept_suggestions(iteration)
+            return {tag_id: sum(self._suggests(s, [tag_id], threshold) for s in kept) for tag_id in wanted}
