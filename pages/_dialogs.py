@@ -121,21 +121,59 @@ def _stop_confirming() -> None:
 
 @st.dialog("Confirm push", on_dismiss=_stop_confirming)
 def confirm_push_all(curator: Curator, project: ProjectInfo, jobs: PushJobs, report: DryRunReport) -> None:
-    """Push all untagged, once the reviewer confirms what the dry run counted."""
+    """Push all untagged, once the reviewer confirms what the dry run of their click counted: how many go (by
+    model version), how many are left out and why, how many are read only while pushing."""
     _auth.require_reviewer()
-    st.markdown(
-        f"Push **{report.eligible:,}** images untagged to **{md(project.name)}** ({md(project.kind)})?  \n"
-        "The run goes on in the background if you close this tab."
-    )
+    images = "image" if report.eligible == 1 else "images"
+    if report.eligible == 0:
+        st.markdown(f"Nothing to push to **{md(project.name)}**: every blob is there already or left out.")
+    else:
+        st.markdown(
+            f"Push **{report.eligible:,}** {images} untagged to **{md(project.name)}** ({md(project.kind)})?  \n"
+            "The run goes on in the background if you close this tab."
+        )
+        if report.eligible_by_version:
+            st.markdown("**By model version**\n\n" + _count_list(sorted(report.eligible_by_version.items())))
+    skipped = _skipped(report)
+    if skipped:
+        st.markdown(f"**Left out: {sum(n for _, n in skipped):,}**\n\n{_count_list(skipped)}")
+    unchecked = report.unchecked + report.stale
+    if unchecked:
+        st.markdown(
+            f"**Not checked yet: {unchecked:,}**. The push reads them first: one it cannot decrypt, or that "
+            "duplicates an image, is reported and not pushed.\n\n"
+            + _count_list(
+                [("contents not read (a quick count)", report.unchecked), ("changed while counted", report.stale)]
+            )
+        )
+    st.caption("Nothing is pushed twice: each blob is claimed in the ledger before it goes, once in the project.")
     if report.headroom is not None and report.eligible > report.headroom:
         st.warning(f"The project has room for {report.headroom:,} more images only; the rest will fail.")
-    if st.button("Confirm push", type="primary"):
+    if report.eligible and st.button(f"Push {report.eligible:,} {images}", type="primary"):
         _auth.require_reviewer()
         jobs.start(CustomVisionTarget(curator), total=expected_items(report))
         session = Session()
         session.set_dry_run(project.id, None)  # counted before this run: a new dry run counts again
         session.confirming_push = False
         st.rerun()
-    if st.button("Not now"):
+    if st.button("Cancel" if report.eligible else "Close"):
         _stop_confirming()
         st.rerun()
+
+
+def _skipped(report: DryRunReport) -> list[tuple[str, int]]:
+    """What the push leaves out, and why: only the reasons that hold a blob."""
+    reasons = [
+        ("already in the project", report.already_pushed),
+        ("rejected", report.rejected),
+        ("near duplicates of a burst", report.near_duplicates),
+        ("being pushed by another run", report.in_progress),
+        ("duplicates by content", report.duplicates_by_content),
+        *((f"cannot decrypt: {reason}", n) for reason, n in sorted(report.undecryptable.items())),
+    ]
+    return [(reason, n) for reason, n in reasons if n]
+
+
+def _count_list(counts: Sequence[tuple[str, int]]) -> str:
+    """A Markdown list of `what: n`, the names escaped to show as written; the zero counts left out."""
+    return "\n".join(f"- {md(what)}: **{n:,}**" for what, n in counts if n)

@@ -1,4 +1,5 @@
-"""Push untagged: a dry run first, then every blob not yet in the project goes, untagged, in the background."""
+"""Push untagged: one click counts (a dry run) and asks to confirm what it counted, then every blob not yet in the
+project goes, untagged, in the background. The Dry run alone counts and shows, for a reviewer who only looks."""
 
 import pandas as pd
 import streamlit as st
@@ -18,7 +19,7 @@ jobs = _jobs.push_jobs()
 st.title("Push untagged")
 st.caption(
     f"Every blob that is not yet in **{md(project.name)}** and not rejected goes there as an untagged image, "
-    "as the original Azure Function did. A dry run counts first; nothing is pushed twice."
+    "as the original Azure Function did. The push counts first and asks you to confirm; nothing is pushed twice."
 )
 
 
@@ -126,7 +127,15 @@ deep = indexed and st.toggle(
     help="The blob index counts at once from metadata and the ledger; the push reads each blob anyway, so "
     "undecryptable blobs and duplicates by content are reported there. This reads them now instead.",
 )
-if st.button("Dry run", icon=":material/fact_check:"):
+with st.container(horizontal=True):
+    look = st.button("Dry run", icon=":material/fact_check:", help="Count what a push would do, and push nothing")
+    push = st.button(
+        "Push all untagged",
+        type="primary",
+        icon=":material/cloud_upload:",
+        help="Counts as the dry run does, then asks you to confirm what it counted",
+    )
+if look or push:
     _auth.require_reviewer()
     status = st.status("Dry run: listing and checking blobs…")
     line = status.empty()
@@ -137,20 +146,12 @@ if st.button("Dry run", icon=":material/fact_check:"):
     )
     status.update(label="Dry run finished", state="complete")
     session.set_dry_run(project.id, report)
+    session.confirming_push = push
 
 dry_run = session.dry_run(project.id)
 if dry_run is not None:
     st.subheader("Dry run")
     show_dry_run(dry_run)
-nothing_to_push = dry_run is not None and dry_run.eligible == 0
-if st.button(
-    "Push all untagged",
-    type="primary",
-    disabled=dry_run is None or nothing_to_push,
-    help="Run a dry run first" if dry_run is None else ("Nothing is eligible" if nothing_to_push else None),
-    icon=":material/cloud_upload:",
-):
-    session.confirming_push = True
 if dry_run is not None and session.confirming_push:  # open until confirmed or dismissed, whatever reruns meanwhile
     _dialogs.confirm_push_all(curator, project, jobs, dry_run)
 

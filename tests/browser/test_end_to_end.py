@@ -103,7 +103,7 @@ def test_review_push_with_a_new_tag_then_push_all_untagged(
     page.get_by_role("button", name="Push all untagged").click()
     confirm = page.get_by_role("dialog")
     expect(confirm.get_by_text(f"Push {eligible} images untagged")).to_be_visible()
-    confirm.get_by_role("button", name="Confirm push").click()
+    confirm.get_by_role("button", name=f"Push {eligible} images").click()
     expect(page.get_by_text(re.compile(rf"^Finished in .*: {eligible} pushed"))).to_be_visible(timeout=120_000)
     expect(page.get_by_role("button", name="Download results (CSV)")).to_be_visible()
     page.screenshot(path=artifacts_dir / "4-push-untagged-finished.png", full_page=True)

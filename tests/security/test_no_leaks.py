@@ -226,7 +226,7 @@ def reviewer_session(page: Page, url: str, evidence: Evidence, *, bad: set[str],
     expect(page.get_by_text("Dry run finished")).to_be_visible()
     evidence.page(page, "Push untagged, dry run")
     page.get_by_role("button", name="Push all untagged").click()
-    page.get_by_role("dialog").get_by_role("button", name="Confirm push").click()
+    page.get_by_role("dialog").get_by_role("button", name=re.compile(r"^Push [\d,]+ images?$")).click()
     expect(page.get_by_text(re.compile(r"^Finished in .*: \d+ pushed"))).to_be_visible(timeout=120_000)
     evidence.page(page, "Push untagged, finished")
 
