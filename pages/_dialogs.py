@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _annotate, _auth
-from pages._gallery import TILE_COLUMNS, state_of
+from pages._gallery import TILE_COLUMNS, state_of, tile_alt
 from pages._session import Session
 from pages._text import md
 from percept_core import Curator, CuratorError, RetrainingBlob
@@ -63,17 +63,19 @@ def larger_view(
     """The full decrypted frame (shown, not kept), or for object detection the annotator; everything known."""
     _auth.require_reviewer()
     st.markdown(f"**{md(blob.name)}**")
+    state = state_of(curator, blob, record)
     if project.is_detection:
         _annotate.annotator(curator, project, blob, record)
     else:
         try:
-            st.image(curator.decrypt(blob), width="stretch")
+            alt = tile_alt(blob, state, frames=len(burst) if burst else 1)
+            st.image(curator.decrypt(blob), width="stretch", alt=alt)
         except CuratorError as exc:
             st.error(f"**{md(exc.reason)}**  \n{md(exc)}", icon=":material/broken_image:")
     if burst is not None:
         _burst_strip(curator, burst, thumbnails or {})
     facts: dict[str, Any] = {
-        "state": state_of(curator, blob, record).label,
+        "state": state.label,
         "model name": blob.model_name,
         "model version": blob.model_version,
         "confidence": blob.confidence,
@@ -108,9 +110,10 @@ def _burst_strip(curator: Curator, burst: Burst, thumbnails: dict[tuple[str, str
     for column, other in zip(st.columns(TILE_COLUMNS), burst.others[:TILE_COLUMNS], strict=False):
         with column:
             small = thumbnails.get(other.key)
+            state = state_of(curator, other, records.get(other.key))
             if isinstance(small, bytes):
-                st.image(small, width="stretch")
-            st.caption(f"{md(other.name)} · {state_of(curator, other, records.get(other.key)).label}")
+                st.image(small, width="stretch", alt=tile_alt(other, state))
+            st.caption(f"{md(other.name)} · {state.label}")
     if len(burst.others) > TILE_COLUMNS:
         st.caption(f"… and {len(burst.others) - TILE_COLUMNS} more.")
 

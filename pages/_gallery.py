@@ -74,6 +74,21 @@ def tile_caption(blob: RetrainingBlob) -> str:
     return f"{captured} · {confidence} · {md(model)}"
 
 
+def tile_alt(blob: RetrainingBlob, state: BlobState, *, frames: int = 1) -> str:
+    """The text alternative of a tile's thumbnail: what a screen reader says of the frame (plain text, not
+    Markdown: the browser sets it as an attribute, where nothing is interpreted)."""
+    facts = [
+        f"Frame {blob.name}",
+        state.label,
+        f"model {blob.model_name or 'unknown'} version {blob.model_version or 'unknown'}",
+        f"device confidence {blob.confidence:g}%" if blob.confidence is not None else "device confidence unknown",
+        f"captured {blob.captured_at:%Y-%m-%d %H:%M:%S}" if blob.captured_at else "capture time unknown",
+    ]
+    if frames > 1:
+        facts.append(f"stands for {frames} near-identical frames")
+    return ", ".join(facts)
+
+
 def state_of(curator: Curator, blob: RetrainingBlob, record: BlobRecord | None) -> BlobState:
     return BlobState.of(curator.state_of(blob, record))
 
@@ -111,12 +126,12 @@ def _tile(
 ) -> None:
     blob = item.representative if isinstance(item, Burst) else item
     members = item.members if isinstance(item, Burst) else (item,)
+    state = state_of(curator, blob, records.get(blob.key))
     if isinstance(thumbnail, bytes):
-        st.image(thumbnail, width="stretch")
+        st.image(thumbnail, width="stretch", alt=tile_alt(blob, state, frames=len(members)))
     else:
         st.error(f"**{md(getattr(thumbnail, 'reason', 'no preview'))}**", icon=":material/broken_image:")
         st.caption(md(getattr(thumbnail, "message", "")))
-    state = state_of(curator, blob, records.get(blob.key))
     st.badge(state.label, color=STATE_COLOURS.get(state, "gray"))
     st.caption(tile_caption(blob))
     if isinstance(item, Burst):

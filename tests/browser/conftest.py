@@ -36,6 +36,10 @@ _PAGE_SUMMARY_JS = """() => {
 }"""
 
 
+TILE = '[class*="st-key-tile-"]'
+SLOW = 30_000  # ms an assertion waits for the app: a 2-core CI machine may be busy with other work
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
@@ -81,6 +85,20 @@ def app_server(stack, demo, tmp_path) -> Iterator[tuple[StreamlitServer, str, ob
     server = StreamlitServer.start(env, workdir=tmp_path / "app")
     try:
         yield server, project_id, ledger_path
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def detection_app_server(stack, demo, tmp_path) -> Iterator[tuple[StreamlitServer, str]]:
+    """The app on a fresh object-detection project with the tags person and product; (server, project id)."""
+    project_id = stack.new_project("browser boxes", detection=True, tags=("person", "product"))
+    env = stack.environment(
+        custom_vision_project_id=project_id, percept_ledger_path=str(tmp_path / "ledger" / "ledger.sqlite")
+    )
+    server = StreamlitServer.start(env, workdir=tmp_path / "app")
+    try:
+        yield server, project_id
     finally:
         server.stop()
 
@@ -262,3 +280,14 @@ def show_every_frame(page) -> None:
     expect(page.get_by_label("Push every frame of a burst", exact=True)).to_be_disabled(timeout=60_000)
     expect(page.get_by_text("near-identical frames")).to_have_count(0, timeout=60_000)
     drawn(page, timeout=60_000)  # and the tiles of the run before it (keyed by another generation) are gone
+
+
+def open_review(page: Page, url: str) -> None:
+    """The Review page with every frame a tile of its own, its thumbnails shown and the keyboard review ready."""
+    page.goto(url)
+    expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible(timeout=SLOW)
+    show_every_frame(page)
+    expect(page.locator(f"{TILE} img").first).to_be_visible(timeout=60_000)
+    page.wait_for_function(
+        "() => window.__perceptTileKeys === true && window.__streamlitShortcutsInitialized", timeout=SLOW
+    )

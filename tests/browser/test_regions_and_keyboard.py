@@ -12,47 +12,21 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from percept_core import Curator
-from tests.browser.conftest import drawn, project_images, show_every_frame
+from tests.browser.conftest import SLOW, TILE, drawn, open_review, project_images
 from tests.support.disk_scan import REPO, scan, writable_areas
 from tests.support.streamlit_server import StreamlitServer
 
 pytestmark = pytest.mark.browser
 
-TILE = '[class*="st-key-tile-"]'
 TOLERANCE = 0.02  # of the image's size
-SLOW = 30_000  # ms an assertion waits for the app: a 2-core CI machine may be busy with other work
-
-
-@pytest.fixture
-def detection_app_server(stack, demo, tmp_path) -> Iterator[tuple[StreamlitServer, str]]:
-    """The app on a fresh object-detection project with the tags person and product; (server, project id)."""
-    project_id = stack.new_project("browser boxes", detection=True, tags=("person", "product"))
-    env = stack.environment(
-        custom_vision_project_id=project_id, percept_ledger_path=str(tmp_path / "ledger" / "ledger.sqlite")
-    )
-    server = StreamlitServer.start(env, workdir=tmp_path / "app")
-    try:
-        yield server, project_id
-    finally:
-        server.stop()
 
 
 def good_names(stack, demo) -> list[str]:
     """The demo's decryptable frames, in the order the gallery shows them (the container's listing order)."""
     return [b.name for b in Curator(stack.settings()).blobs() if b.name not in demo.bad.values()]
-
-
-def open_review(page: Page, url: str) -> None:
-    page.goto(url)
-    expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible(timeout=SLOW)
-    show_every_frame(page)
-    expect(page.locator(f"{TILE} img").first).to_be_visible(timeout=60_000)
-    page.wait_for_function(
-        "() => window.__perceptTileKeys === true && window.__streamlitShortcutsInitialized", timeout=SLOW
-    )
 
 
 def test_a_box_dragged_on_the_frame_and_tagged_goes_up_with_it(
