@@ -15,14 +15,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as bench_data
-from . import decrypt, export, first_page, fleet, hosts, push, reviewer
+from . import decrypt, export, first_page, fleet, hosts, push, reviewer, suggestions
 from .common import machine
 from .push import QUOTA_BOUND
 from .sczpy_worker import SczpyWorker
 from .stack import QUOTA_RATE, start
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("decrypt", "first_page", "push", "hosts", "lost_ledger", "export", "fleet", "memory", "reviewer")
+BENCHMARKS = (
+    "decrypt",
+    "first_page",
+    "push",
+    "hosts",
+    "lost_ledger",
+    "export",
+    "fleet",
+    "memory",
+    "suggestions",
+    "reviewer",
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,8 @@ class Plan:
     memory_sizes: tuple[int, int]
     memory_repeats: tuple[int, int]
     profile_blobs: int
+    suggestions_page: int
+    suggestions_repeats: int
 
 
 FULL = Plan(
@@ -72,6 +85,8 @@ FULL = Plan(
     memory_sizes=(2_000, 10_000),
     memory_repeats=(3, 2),
     profile_blobs=2_000,
+    suggestions_page=48,
+    suggestions_repeats=3,
 )
 QUICK = Plan(
     quick=True,
@@ -94,6 +109,8 @@ QUICK = Plan(
     memory_sizes=(400, 2_000),
     memory_repeats=(1, 1),
     profile_blobs=400,
+    suggestions_page=12,
+    suggestions_repeats=1,
 )
 
 
@@ -141,6 +158,8 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
             for n in plan.memory_sizes:
                 container(n)
             container(plan.profile_blobs)
+        if "suggestions" in only:
+            container(plan.suggestions_page)
         results["seeding_seconds"] = round(time.monotonic() - seed_started, 1)
 
         with SczpyWorker(stack) as sczpy:
@@ -243,6 +262,18 @@ def run(plan: Plan, only: tuple[str, ...]) -> dict:
                 "target_peak_mb": 400,
                 "target_growth": 0.20,
             }
+        if "suggestions" in only:
+            _log(
+                f"suggestions: a page of {plan.suggestions_page} frames at the S0 quota "
+                f"({suggestions.S0_RATE:g} transaction/s), cold and cached, x {plan.suggestions_repeats}"
+            )
+            results["suggestions"] = suggestions.run(
+                stack,
+                seeder,
+                container=container(plan.suggestions_page),
+                page=plan.suggestions_page,
+                repeats=plan.suggestions_repeats,
+            )
     finally:
         stack.stop()
         shutil.rmtree(stack.state / "runs", ignore_errors=True)
@@ -536,6 +567,28 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                 _verdict(m["growth"] < 0.2),
             )
         )
+    s = results.get("suggestions")
+    if s:
+        out.append(
+            (
+                f"suggestions for {s['frames']} frames @{s['quota_transactions_per_s']:g} TPS (S0), cold",
+                _fmt(s["seconds"], " s", 2),
+                _fmt(s["bound_seconds"], " s (bound)", 2),
+                _fmt(s["vs_bound"], "", 2),
+                "report",
+                "info",
+            )
+        )
+        out.append(
+            (
+                "  prediction transactions: cold / the same page again (cached)",
+                f"{s['prediction_transactions']} / {s['cached_prediction_transactions']}",
+                f"{s['frames']} / 0",
+                "-",
+                f"{s['frames']} / 0",
+                _verdict(s["prediction_transactions"] == s["frames"] and s["cached_prediction_transactions"] == 0),
+            )
+        )
     r = results.get("reviewer")
     if r:
         tiles = "/".join(str(n) for n in r["tiles_per_page"])
@@ -681,6 +734,7 @@ def flat(results: dict) -> dict:
             "peak_mb",
         ),
         "memory": ("peak_mb_2000", "peak_mb_10000", "growth"),
+        "suggestions": ("seconds", "vs_bound", "prediction_transactions", "cached_prediction_transactions"),
         "reviewer": ("open_page_seconds", "next_page_key_seconds", "key_to_selection_count_seconds"),
     }.items():
         for name in names:

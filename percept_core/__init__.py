@@ -10,7 +10,7 @@ push pipeline depends only on what it uses of them (`protocols`), so fakes can s
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient
 from .config import Settings
 from .curator import Curator
-from .customvision import CustomVisionClient, ProjectInfo, Region, TagInfo
+from .customvision import CustomVisionClient, Prediction, ProjectInfo, ProjectNotTrained, Region, TagInfo
 from .errors import (
     ActionRefused,
     AuthenticationError,
@@ -33,6 +33,7 @@ from .errors import (
 from .ledger import Ledger
 from .locker import KeyServiceClient, Locker, decrypt_bytes, derive_key, encrypt_bytes
 from .pipeline import CancelToken, DryRunReport, Outcome, Provenance, PushReport
+from .suggestions import Suggestion, suggestion_columns
 
 __all__ = [
     "ActionRefused",
@@ -57,7 +58,9 @@ __all__ = [
     "MissingMetadataError",
     "NotAnImageError",
     "Outcome",
+    "Prediction",
     "ProjectInfo",
+    "ProjectNotTrained",
     "Provenance",
     "PushReport",
     "Region",
@@ -66,6 +69,7 @@ __all__ = [
     "ServiceError",
     "Settings",
     "StaleBlobError",
+    "Suggestion",
     "TagInfo",
     "TagNameError",
     "TrainingNotPossible",
@@ -73,4 +77,5 @@ __all__ = [
     "decrypt_bytes",
     "derive_key",
     "encrypt_bytes",
+    "suggestion_columns",
 ]

@@ -29,6 +29,8 @@ from .pipeline import (
     RegionUpdate,
 )
 from .state import Action, BlobState, check, state_of_record
+from .suggestion_cache import SuggestionCache
+from .suggestions import Suggestion, SuggestionService
 
 T = TypeVar("T")
 
@@ -85,6 +87,7 @@ class Curator:
         self._customvision = _Part(lambda: CustomVisionClient.from_settings(settings), customvision)
         self._ledger = _Part(lambda: _ledger(settings), ledger)
         self._source = _Part(lambda: IndexedBlobs(self.data, self._blob_index()))
+        self._suggestion_cache = _Part(lambda: _suggestion_cache(self.ledger))
         self._pipeline = self._new_pipeline()
 
     @classmethod
@@ -113,6 +116,7 @@ class Curator:
         other._customvision = self._customvision
         other._ledger = self._ledger
         other._source = self._source
+        other._suggestion_cache = self._suggestion_cache
         other._pipeline = self._pipeline
         return other
 
@@ -412,6 +416,17 @@ class Curator:
             iteration = self.customvision.wait_for_training(iteration.id, on_poll=on_poll)
         return iteration
 
+    def suggestions(
+        self, blobs: Iterable[RetrainingBlob], *, iteration_id: str | None = None
+    ) -> dict[tuple[str, str, str], Suggestion | CuratorError]:
+        """The project's trained model's suggestion for each blob, or the error that stands in for one, by blob key.
+
+        The latest trained iteration unless `iteration_id` names one (ProjectNotTrained when there is none); each
+        frame is predicted once per iteration (see `suggestions.SuggestionService`).
+        """
+        service = SuggestionService(self.customvision, self.decrypt, self._suggestion_cache.get())
+        return service.suggest(blobs, iteration_id=iteration_id)
+
     def check_connections(self) -> list[ConnectionCheck]:
         """Reach storage, the MM server (bootstrap and login) and Custom Vision; one clear line each."""
         return check_connections(self)
@@ -437,6 +452,11 @@ def _ledger(settings: Settings) -> Ledger | TableLedger:
     if settings.ledger_table_endpoint:
         return TableLedger.from_endpoint(settings.ledger_table_endpoint, settings.credential(), prefix=prefix)
     return Ledger(settings.ledger_path or DEFAULT_LEDGER_PATH)
+
+
+def _suggestion_cache(ledger: Ledger | TableLedger) -> SuggestionCache:
+    """Suggestions kept in the SQLite ledger's file; with the shared ledger on Table Storage, in this process only."""
+    return SuggestionCache(ledger.path if isinstance(ledger, Ledger) else None)
 
 
 def _key_service(settings: Settings) -> KeyServiceClient:

@@ -8,6 +8,7 @@ with backoff and jitter, regions, training. Replacing the training target later 
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 import ssl
 import threading
@@ -190,6 +191,21 @@ class IterationInfo:
     def finished(self) -> bool:
         return self.status not in ("Training", "Queued", "Staging")
 
+    @property
+    def trained(self) -> bool:
+        """Whether the iteration finished training and can predict."""
+        return self.status == "Completed"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What an iteration predicts for a frame: a tag, its probability and, for detection, a normalised box."""
+
+    tag_id: str
+    tag_name: str
+    probability: float
+    box: Region | None = None
+
 
 @dataclass(frozen=True)
 class ProjectImage:
@@ -256,6 +272,7 @@ class CallStats:
     listings: int = 0  # GetImages/GetImageCount calls made to reconcile with the project
     originals_hashed: int = 0  # project images downloaded to learn their content hash
     split_batches: int = 0  # whole-batch 400s answered by sending the batch again in halves
+    predictions: int = 0  # frames predicted (QuickTestImage): prediction transactions, billed as such
     seconds_waiting_for_quota: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -1014,6 +1031,75 @@ class CustomVisionClient:
     def iteration(self, iteration_id: str) -> IterationInfo:
         return _iteration_info(self._call("get iteration", self._trainer.get_iteration, self.project_id, iteration_id))
 
+    def trained_iterations(self) -> list[IterationInfo]:
+        """The project's iterations that finished training, newest first."""
+        return [i for i in self.iterations() if i.trained]
+
+    def latest_trained_iteration(self) -> IterationInfo:
+        """The newest trained iteration (what the portal's quick test uses); ProjectNotTrained when there is none."""
+        trained = self.trained_iterations()
+        if not trained:
+            raise ProjectNotTrained(
+                f"Custom Vision project {self.project_id} has no trained iteration to suggest tags with.",
+                code="BadRequestIterationIsNotTrained",
+                status=400,
+                hint="Train the project first (push tagged images, then Train).",
+            )
+        return trained[0]
+
+    def trained_iteration(self, iteration_id: str) -> IterationInfo:
+        """The named iteration, if it finished training; ProjectNotTrained otherwise (unknown or still training)."""
+        try:
+            iteration = self.iteration(iteration_id)
+        except CustomVisionError as exc:
+            if exc.code != "NotFoundIteration":
+                raise
+            raise ProjectNotTrained(
+                f"Custom Vision project {self.project_id} has no iteration {iteration_id}.",
+                code=exc.code,
+                status=exc.status,
+                hint="Name one of the project's trained iterations, or none for the latest; train the project first "
+                "if it has none.",
+            ) from None
+        if not iteration.trained:
+            raise ProjectNotTrained(
+                f"Iteration {iteration.name!r} of Custom Vision project {self.project_id} is {iteration.status}, "
+                "not trained.",
+                code="BadRequestIterationIsNotTrained",
+                status=400,
+                hint="Wait for its training to finish, or name another iteration; train the project first if it "
+                "has none.",
+            )
+        return iteration
+
+    def quick_test(self, image: bytes, iteration_id: str) -> list[Prediction]:
+        """The iteration's predictions for an image that is not added to the project (QuickTestImage, store=false).
+
+        One prediction transaction, paced, retried and budgeted like every call. An untrained project or an
+        iteration it does not have is ProjectNotTrained.
+        """
+        trainer = self._trainer
+        try:
+            answer = self._call(
+                "quick test",
+                # A new stream per attempt: a retry must send the whole image again.
+                lambda: trainer.quick_test_image(
+                    self.project_id, io.BytesIO(image), iteration_id=iteration_id, store=False
+                ),
+            )
+        except CustomVisionError as exc:
+            if exc.code in ("BadRequestIterationIsNotTrained", "NotFoundIteration"):
+                raise ProjectNotTrained(
+                    f"Custom Vision project {self.project_id} cannot predict with iteration {iteration_id}: "
+                    f"{exc.message.removeprefix('Custom Vision refused quick test: ')}",
+                    code=exc.code,
+                    status=exc.status,
+                    hint="Train the project first, or name one of its trained iterations.",
+                ) from None
+            raise
+        self.stats.add(predictions=1)
+        return [_prediction(p) for p in answer.predictions or []]
+
     def wait_for_training(
         self,
         iteration_id: str,
@@ -1034,6 +1120,12 @@ class CustomVisionClient:
 
 class AuthenticationCustomVisionError(CustomVisionError, AuthenticationError):
     reason = "not authorised"
+
+
+class ProjectNotTrained(CustomVisionError):
+    """The project has no trained iteration to predict with, or not the one named."""
+
+    reason = "not trained"
 
 
 def check_metadata(metadata: Mapping[str, str]) -> None:
@@ -1118,6 +1210,16 @@ def _project_image(image: Any) -> ProjectImage:
     )
 
 
+def _prediction(prediction: Any) -> Prediction:
+    box = prediction.bounding_box
+    region = (
+        None
+        if box is None
+        else Region(prediction.tag_id, float(box.left), float(box.top), float(box.width), float(box.height))
+    )
+    return Prediction(prediction.tag_id, prediction.tag_name, float(prediction.probability), region)
+
+
 def _iteration_info(iteration: Any) -> IterationInfo:
     return IterationInfo(
         iteration.id, iteration.name, iteration.status, _utc(iteration.created), _utc(iteration.trained_at)
@@ -1132,9 +1234,11 @@ __all__ = [
     "CustomVisionError",
     "IterationInfo",
     "Labelled",
+    "Prediction",
     "ProjectImage",
     "ProjectIndex",
     "ProjectInfo",
+    "ProjectNotTrained",
     "PushStatus",
     "RateLimiter",
     "Region",
