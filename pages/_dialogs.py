@@ -23,6 +23,7 @@ from percept_core.customvision import ProjectInfo
 from percept_core.jobs import PushJobs, expected_items
 from percept_core.ledger import BlobRecord
 from percept_core.pipeline import DryRunReport
+from percept_core.state import BlobState
 from percept_core.targets import CustomVisionTarget
 
 CLOSE_VIEW_KEY = "close_view"
@@ -168,7 +169,7 @@ def _skipped(report: DryRunReport) -> list[tuple[str, int]]:
     """What the push leaves out, and why: only the reasons that hold a blob."""
     reasons = [
         ("already in the project", report.already_pushed),
-        ("rejected", report.rejected),
+        (BlobState.REJECTED.label, report.rejected),
         ("near duplicates of a burst", report.near_duplicates),
         ("being pushed by another run", report.in_progress),
         ("duplicates by content", report.duplicates_by_content),
