@@ -65,6 +65,14 @@ def boxes_to_push(project_id: str, blobs: Iterable[RetrainingBlob]) -> dict[str,
     return found
 
 
+def accept_boxes(project_id: str, blob: RetrainingBlob, boxes: Sequence[Box]) -> None:
+    """Boxes suggested by the model and accepted by the reviewer become the frame's boxes in progress (the
+    annotator shows them to edit); the boxes the project has for it, if known, stay what they are."""
+    draft = _drafts().setdefault(_key(project_id, blob), Draft())
+    draft.boxes = list(boxes)
+    draft.version += 1  # the annotator shows them afresh
+
+
 def after_push(project_id: str, blobs: Sequence[RetrainingBlob], pushed: ReviewPush) -> None:
     """The boxes of the blobs whose push (or box update) went through are now the project's."""
     went = {o.name for o in pushed.report.outcomes if o.outcome == Outcome.PUSHED}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from pages import _auth
+from pages import _auth, _suggest
 from pages._session import Selection, Session
 from pages._text import md
 from percept_core import Curator, CuratorError, RetrainingBlob
@@ -19,6 +19,7 @@ from percept_core.bursts import Burst
 from percept_core.ledger import BlobRecord
 from percept_core.review import STATES
 from percept_core.state import BlobState
+from percept_core.suggestions import Suggestion
 
 TILE_COLUMNS = 6
 
@@ -74,7 +75,7 @@ def tile_caption(blob: RetrainingBlob) -> str:
     return f"{captured} · {confidence} · {md(model)}"
 
 
-def tile_alt(blob: RetrainingBlob, state: BlobState, *, frames: int = 1) -> str:
+def tile_alt(blob: RetrainingBlob, state: BlobState, *, frames: int = 1, suggested: str | None = None) -> str:
     """The text alternative of a tile's thumbnail: what a screen reader says of the frame (plain text, not
     Markdown: the browser sets it as an attribute, where nothing is interpreted)."""
     facts = [
@@ -86,6 +87,8 @@ def tile_alt(blob: RetrainingBlob, state: BlobState, *, frames: int = 1) -> str:
     ]
     if frames > 1:
         facts.append(f"stands for {frames} near-identical frames")
+    if suggested:
+        facts.append(f"the model suggests {suggested}")
     return ", ".join(facts)
 
 
@@ -101,11 +104,13 @@ def gallery(
     thumbnails: dict[tuple[str, str, str], bytes | CuratorError],
     *,
     notes: dict[str, str] | None = None,
+    suggestions: _suggest.PageSuggestions | None = None,
 ) -> None:
     """Tiles of TILE_COLUMNS: thumbnail (or why there is none), facts, state, checkbox, larger view.
 
     A burst of near-duplicates is one tile, its representative's, with the number of frames it stands for;
-    `notes` adds a line to a blob's tile (its boxes in progress, say).
+    `notes` adds a line to a blob's tile (its boxes in progress, say); `suggestions` the model's suggestion for
+    the frame, marked as one, with a button that accepts it.
     """
     picked = session.selection
     for row_start in range(0, len(items), TILE_COLUMNS):
@@ -113,7 +118,15 @@ def gallery(
         for column, item in zip(columns, items[row_start : row_start + TILE_COLUMNS], strict=False):
             blob = item.representative if isinstance(item, Burst) else item
             with column, st.container(border=True, key=tile_key(blob.name)):
-                _tile(curator, item, records, thumbnails.get(blob.key), picked, (notes or {}).get(blob.name))
+                _tile(
+                    curator,
+                    item,
+                    records,
+                    thumbnails.get(blob.key),
+                    picked,
+                    (notes or {}).get(blob.name),
+                    suggestions,
+                )
 
 
 def _tile(
@@ -123,12 +136,15 @@ def _tile(
     thumbnail: bytes | CuratorError | None,
     picked: Selection,
     note: str | None,
+    suggestions: _suggest.PageSuggestions | None,
 ) -> None:
     blob = item.representative if isinstance(item, Burst) else item
     members = item.members if isinstance(item, Burst) else (item,)
     state = state_of(curator, blob, records.get(blob.key))
+    suggestion = suggestions.of(blob) if suggestions else None
+    suggested = _suggest.describe(suggestion, suggestions.threshold) if suggestion and suggestions else None
     if isinstance(thumbnail, bytes):
-        st.image(thumbnail, width="stretch", alt=tile_alt(blob, state, frames=len(members)))
+        st.image(thumbnail, width="stretch", alt=tile_alt(blob, state, frames=len(members), suggested=suggested))
     else:
         st.error(f"**{md(getattr(thumbnail, 'reason', 'no preview'))}**", icon=":material/broken_image:")
         st.caption(md(getattr(thumbnail, "message", "")))
@@ -140,6 +156,8 @@ def _tile(
         st.caption(f":material/burst_mode: **{len(item)} near-identical frames** ({summary})")
     if note:
         st.caption(note)  # the app's own words (see _annotate.tile_note): counts, no outside text
+    if suggestions and suggestion and suggested:
+        _suggestion(suggestions, blob, suggestion, suggested, state)
     for member in members:
         if member.name in picked.reasons:
             st.warning(md(picked.reasons[member.name]), icon=":material/report:")
@@ -155,6 +173,31 @@ def _tile(
         on_click=_auth.guarded(_open),
         args=(blob.name,),
     )
+
+
+def _suggestion(
+    suggestions: _suggest.PageSuggestions,
+    blob: RetrainingBlob,
+    suggestion: Suggestion,
+    suggested: str,
+    state: BlobState,
+) -> None:
+    """The model's suggestion, marked as one (words and an icon, not a colour), until it is accepted; accepting is
+    offered for a frame that is not in the project."""
+    # Tag names are the project's, written by whoever can edit it: Markdown-escaped like every outside text.
+    if suggestions.accepted(blob):
+        st.caption(f":material/check_circle: **Accepted:** {md(suggested)}")
+        return
+    st.caption(f":material/auto_awesome: **Suggested:** {md(suggested)}")
+    if state in (BlobState.NEW, BlobState.FAILED):
+        st.button(
+            "Accept suggestion",
+            key=_suggest.accept_key(blob.name),
+            type="tertiary",
+            icon=":material/done:",
+            on_click=_auth.guarded(_suggest.accept),
+            args=(suggestions.project, [blob], suggestions.found, suggestions.threshold),
+        )
 
 
 def _toggle(item: RetrainingBlob | Burst, key: str, generation: int) -> None:

@@ -9,7 +9,7 @@ the end of the sidebar, which every page renders the same way. What the library 
 lines of script of our own (`_TILES_JS`), because it only clicks one fixed element per shortcut:
 
 - moving the focus between tiles (the set of tiles changes every page; the browser scrolls the focused
-  tile into view), and acting on the focused tile (toggle its checkbox, open its larger view);
+  tile into view), and acting on the focused tile (toggle its checkbox, open its larger view, accept its suggestion);
 - leaving keys alone while the reviewer types in a field (its listener would swallow a typed "n" and
   page on) or while a dialog is open (the annotator, this list).
 """
@@ -28,6 +28,8 @@ SHORTCUTS = (
     (("↑",), "focus the tile above"),
     (("x", "Space"), "select or unselect the focused tile"),
     (("o", "Enter"), "open the focused tile's larger view (the annotator, for object detection)"),
+    (("s",), "accept the focused tile's suggestion (with Suggest from the model on)"),
+    (("Shift + S",), "accept the page's suggestions"),
     (("a",), "select the page"),
     (("Shift + A",), "clear the selection"),
     (("n",), "next page"),
@@ -43,6 +45,7 @@ SELECT_PAGE = "select_page"
 CLEAR_SELECTION = "clear_selection"
 PUSH_SELECTED = "push_selected"
 REJECT_SELECTED = "reject_selected"
+ACCEPT_PAGE = "accept_page_suggestions"
 HELP_KEY = "keyboard_help"
 _PREVIOUS_PAGE, _NEXT_PAGE = pager_button_keys("top")
 
@@ -54,6 +57,7 @@ BUTTONS = {
     CLEAR_SELECTION: "shift+a",
     PUSH_SELECTED: "u",
     REJECT_SELECTED: "d",
+    ACCEPT_PAGE: "shift+s",
     HELP_KEY: ["shift+?", "?"],
 }
 
@@ -95,6 +99,9 @@ _TILES_JS = """
     } else if (at >= 0 && (e.key === 'o' || e.key === 'Enter')) {
       e.preventDefault();
       boxes[at].closest(TILE).querySelector('[class*="st-key-open-"] button').click();
+    } else if (at >= 0 && e.key === 's') {
+      const accept = boxes[at].closest(TILE).querySelector('[class*="st-key-accept-"] button');
+      if (accept) { e.preventDefault(); accept.click(); }
     }
   });
 })();
