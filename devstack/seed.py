@@ -4,10 +4,11 @@
 
 Frames are real photographs (scikit-image's bundled samples) varied by crop, flip and lighting, at
 camera sizes, so every frame is distinct; some come in bursts of near-identical frames, as a device
-produces when an object lingers. The container also gets the bad cases a real one has: a tampered
-blob, a truncated blob, a plaintext that is not an image, a blob without model metadata and a blob of
-a model version the MM server does not know. Seeding is idempotent: a marker on the container says
-it was done.
+produces when an object lingers, and a few single frames are spoiled as a camera spoils them (out of
+focus, underexposed, overexposed) for the quality flags to find. The container also gets the bad cases
+a real one has: a tampered blob, a truncated blob, a plaintext that is not an image, a blob without
+model metadata and a blob of a model version the MM server does not know. Seeding is idempotent: a
+marker on the container says it was done.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ import random
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+import numpy as np
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from percept_core.config import Settings
 from percept_core.locker import KeyServiceClient, derive_key, encrypt_bytes
+from percept_core.quality import QualityFlag
 
 SEED_MARKER = "percept_demo_seed"
 MODELS = {"people-counter": ("1.0", "1.1"), "shelf-monitor": ("2.3",)}
@@ -36,6 +39,13 @@ UNKNOWN_VERSION = ("shelf-monitor", "9.9")
 CAMERA_SIZES = ((640, 480), (1280, 720), (1920, 1080))
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 BAD_CASES = ("tampered", "truncated", "not-an-image", "no-metadata", "unknown-version")
+# The spoiled frames, in turn, one in every DEGRADE_EVERY single frames of these photos: scenes a camera
+# sees. (Blurring the deep field's stars also dims them below the too-dark threshold: a real effect, but
+# the demo's spoiled frames should each deserve one flag.) A frame of a burst is never spoiled: the burst
+# would no longer be near-identical.
+DEGRADATIONS = (QualityFlag.BLURRED, QualityFlag.TOO_DARK, QualityFlag.OVEREXPOSED)
+DEGRADABLE_PHOTOS = frozenset({"astronaut", "chelsea", "coffee", "rocket"})
+DEGRADE_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class FrameSpec:
     confidence: int
     captured_at: datetime
     burst: int | None = None  # index of the burst's first frame, when the frame belongs to one
+    degradation: QualityFlag | None = None  # how the camera spoiled the frame, if it did
 
     @property
     def device_name(self) -> str:
@@ -67,6 +78,7 @@ class SeedReport:
     bursts: int = 0
     burst_names: list[list[str]] = field(default_factory=list)  # each burst's blob names, in capture order
     bad: dict[str, str] = field(default_factory=dict)  # case -> blob name
+    degraded: dict[str, QualityFlag] = field(default_factory=dict)  # blob name -> the flag it was spoiled to earn
     skipped: bool = False
 
 
@@ -98,9 +110,36 @@ def render_frame(spec: FrameSpec) -> bytes:
         frame = ImageOps.mirror(frame)
     frame = ImageEnhance.Brightness(frame).enhance(spec.brightness)
     frame = ImageEnhance.Contrast(frame).enhance(spec.contrast)
+    if spec.degradation is not None:
+        frame = _DEGRADE[spec.degradation](frame)
     buffer = io.BytesIO()
     frame.save(buffer, "JPEG", quality=spec.quality)
     return buffer.getvalue()
+
+
+def _out_of_focus(frame: Image.Image) -> Image.Image:
+    """A lens focused far off: a Gaussian blur of 1/70 of the frame's longest side."""
+    return frame.filter(ImageFilter.GaussianBlur(max(frame.size) / 70))
+
+
+def _underexposed(frame: Image.Image) -> Image.Image:
+    """An exposure far too short: the brightest 1% of the frame ends at 14% of full scale."""
+    highlights = float(np.percentile(np.asarray(frame.convert("L")), 99)) / 255
+    return ImageEnhance.Brightness(frame).enhance(0.14 / max(highlights, 1 / 255))
+
+
+def _overexposed(frame: Image.Image) -> Image.Image:
+    """Flare lifting the blacks, then an exposure so long that two thirds of the frame saturate to white."""
+    lifted = np.asarray(frame, dtype=np.float64) / 255 * 0.85 + 0.15
+    exposure = 1 / float(np.percentile(lifted.min(axis=-1), 35))
+    return Image.fromarray(np.round(np.clip(lifted * exposure, 0, 1) * 255).astype(np.uint8))
+
+
+_DEGRADE = {
+    QualityFlag.BLURRED: _out_of_focus,
+    QualityFlag.TOO_DARK: _underexposed,
+    QualityFlag.OVEREXPOSED: _overexposed,
+}
 
 
 def plan_frames(count: int, *, rng_seed: int = 7, start: datetime | None = None) -> list[FrameSpec]:
@@ -141,6 +180,15 @@ def plan_frames(count: int, *, rng_seed: int = 7, start: datetime | None = None)
                     **spec,
                 )
             )
+    return _spoil_some(specs)
+
+
+def _spoil_some(specs: list[FrameSpec]) -> list[FrameSpec]:
+    """The plan with one in DEGRADE_EVERY single frames of DEGRADABLE_PHOTOS spoiled, in turn by each way."""
+    eligible = [i for i, spec in enumerate(specs) if spec.burst is None and spec.photo in DEGRADABLE_PHOTOS]
+    spoiled = eligible[DEGRADE_EVERY // 2 :: DEGRADE_EVERY]
+    for turn, index in enumerate(spoiled):
+        specs[index] = replace(specs[index], degradation=DEGRADATIONS[turn % len(DEGRADATIONS)])
     return specs
 
 
@@ -191,7 +239,12 @@ def seed(
             keys[(model_name, version)] = client.get_key(model_name, version)
 
     specs = plan_frames(images, rng_seed=rng_seed)
-    report = SeedReport(frames=len(specs), bursts=_count_bursts(specs), burst_names=_burst_names(specs))
+    report = SeedReport(
+        frames=len(specs),
+        bursts=_count_bursts(specs),
+        burst_names=_burst_names(specs),
+        degraded={spec.device_name + ".dec": spec.degradation for spec in specs if spec.degradation},
+    )
 
     def upload(item: tuple[FrameSpec, bytes]) -> str:
         spec, ciphertext = item
