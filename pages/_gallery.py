@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from pages import _auth, _suggest
+from pages import _auth, _quality, _suggest
 from pages._session import Selection, Session
 from pages._text import md
 from percept_core import Curator, CuratorError, RetrainingBlob
@@ -75,7 +75,14 @@ def tile_caption(blob: RetrainingBlob) -> str:
     return f"{captured} · {confidence} · {md(model)}"
 
 
-def tile_alt(blob: RetrainingBlob, state: BlobState, *, frames: int = 1, suggested: str | None = None) -> str:
+def tile_alt(
+    blob: RetrainingBlob,
+    state: BlobState,
+    *,
+    frames: int = 1,
+    suggested: str | None = None,
+    flags: Sequence[str] = (),
+) -> str:
     """The text alternative of a tile's thumbnail: what a screen reader says of the frame (plain text, not
     Markdown: the browser sets it as an attribute, where nothing is interpreted)."""
     facts = [
@@ -87,6 +94,8 @@ def tile_alt(blob: RetrainingBlob, state: BlobState, *, frames: int = 1, suggest
     ]
     if frames > 1:
         facts.append(f"stands for {frames} near-identical frames")
+    if flags:
+        facts.append(f"flagged {' and '.join(flags).lower()}")
     if suggested:
         facts.append(f"the model suggests {suggested}")
     return ", ".join(facts)
@@ -105,12 +114,13 @@ def gallery(
     *,
     notes: dict[str, str] | None = None,
     suggestions: _suggest.PageSuggestions | None = None,
+    flags: _quality.Flags | None = None,
 ) -> None:
     """Tiles of TILE_COLUMNS: thumbnail (or why there is none), facts, state, checkbox, larger view.
 
     A burst of near-duplicates is one tile, its representative's, with the number of frames it stands for;
     `notes` adds a line to a blob's tile (its boxes in progress, say); `suggestions` the model's suggestion for
-    the frame, marked as one, with a button that accepts it.
+    the frame, marked as one, with a button that accepts it; `flags` its quality flags, as badges.
     """
     picked = session.selection
     for row_start in range(0, len(items), TILE_COLUMNS):
@@ -126,6 +136,7 @@ def gallery(
                     picked,
                     (notes or {}).get(blob.name),
                     suggestions,
+                    _quality.flag_labels((flags or {}).get(blob.key)),
                 )
 
 
@@ -137,6 +148,7 @@ def _tile(
     picked: Selection,
     note: str | None,
     suggestions: _suggest.PageSuggestions | None,
+    flags: Sequence[str],
 ) -> None:
     blob = item.representative if isinstance(item, Burst) else item
     members = item.members if isinstance(item, Burst) else (item,)
@@ -144,11 +156,14 @@ def _tile(
     suggestion = suggestions.of(blob) if suggestions else None
     suggested = _suggest.describe(suggestion, suggestions.threshold) if suggestion and suggestions else None
     if isinstance(thumbnail, bytes):
-        st.image(thumbnail, width="stretch", alt=tile_alt(blob, state, frames=len(members), suggested=suggested))
+        alt = tile_alt(blob, state, frames=len(members), suggested=suggested, flags=flags)
+        st.image(thumbnail, width="stretch", alt=alt)
     else:
         st.error(f"**{md(getattr(thumbnail, 'reason', 'no preview'))}**", icon=":material/broken_image:")
         st.caption(md(getattr(thumbnail, "message", "")))
     st.badge(state.label, color=STATE_COLOURS.get(state, "gray"))
+    for label in flags:
+        st.badge(label, color="orange", icon=":material/warning:")
     st.caption(tile_caption(blob))
     if isinstance(item, Burst):
         states = Counter(state_of(curator, m, records.get(m.key)) for m in members)
