@@ -1,4 +1,5 @@
-"""The review filters (model, version, confidence, capture dates, state, name) and paging through what matches.
+"""The review filters (model, version, confidence, capture dates, state, name), their order, and paging through
+what matches.
 
 Not a page. Everything filters on blob metadata and the ledger, never on decrypted content.
 """
@@ -14,6 +15,7 @@ from pages import _auth
 from pages._session import Session
 from percept_core import Curator, RetrainingBlob
 from percept_core.blobs import BlobFilter
+from percept_core.queue import ReviewOrder
 from percept_core.review import STATES, Pager, ReviewQuery
 
 PAGE_SIZE = 48
@@ -23,20 +25,29 @@ CONFIDENCE_KEY = "f_confidence"
 DATES_KEY = "f_dates"
 STATES_KEY = "f_states"
 NAME_KEY = "f_name"
+ORDER_KEY = "f_order"
 
 
 def review_filters(session: Session, curator: Curator) -> ReviewQuery:
-    """Model, version, confidence, capture dates, state and name: all on metadata and the ledger."""
+    """Model, version, confidence, capture dates, state and name: all on metadata and the ledger; and the order."""
     seen = session.seen_models | set(curator.ledger.known_models())
     names = sorted({name for name, _ in seen if name})
     versions = sorted({version for _, version in seen if version})
-    c = st.columns([3, 2, 3, 3, 3, 3])
+    c = st.columns([3, 2, 3, 3, 3, 3, 3])
     model_names = c[0].multiselect("Model", names, key=MODELS_KEY, accept_new_options=True, placeholder="Any")
     model_versions = c[1].multiselect("Version", versions, key=VERSIONS_KEY, accept_new_options=True, placeholder="Any")
     low, high = c[2].slider("Confidence (%)", 0, 100, (0, 100), key=CONFIDENCE_KEY)
     dates = c[3].date_input("Captured between", value=(), key=DATES_KEY, format="YYYY-MM-DD")
     states = c[4].multiselect("State", STATES, key=STATES_KEY, placeholder="Any")
     name = c[5].text_input("Name contains", key=NAME_KEY, placeholder="e.g. 2026-11-15")
+    order = c[6].selectbox(
+        "Order",
+        tuple(ReviewOrder),
+        format_func=lambda o: o.label,
+        key=ORDER_KEY,
+        help="Least sure first: the frames the device and the current model are least sure of, spread over model "
+        "versions, days and bursts (lists every match once; predicts nothing)",
+    )
     dates = tuple(dates) if isinstance(dates, tuple | list) else (dates,) if isinstance(dates, date) else ()
     return ReviewQuery(
         BlobFilter(
@@ -49,6 +60,7 @@ def review_filters(session: Session, curator: Curator) -> ReviewQuery:
             name_contains=name.strip(),
         ),
         tuple(states),
+        order,
     )
 
 

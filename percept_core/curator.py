@@ -12,7 +12,7 @@ from .blob_index import BlobIndex, IndexedBlobs, SqliteBlobIndex, SyncProgress, 
 from .blob_index_table import TableBlobIndex
 from .blobs import BlobFilter, BlobPage, RetrainingBlob, RetrainingDataClient, is_blob_fault, map_bounded
 from .config import ConfigError, Settings
-from .customvision import CustomVisionClient, IterationInfo, ProjectInfo, Region, TagInfo
+from .customvision import CustomVisionClient, IterationInfo, ProjectInfo, ProjectNotTrained, Region, TagInfo
 from .errors import CuratorError
 from .images import THUMBNAIL_SIZE, PreviewCache, thumbnail
 from .ledger import DEFAULT_LEDGER_PATH, BlobRecord, Ledger, default_actor
@@ -426,6 +426,23 @@ class Curator:
         """
         service = SuggestionService(self.customvision, self.decrypt, self._suggestion_cache.get())
         return service.suggest(blobs, iteration_id=iteration_id)
+
+    def cached_suggestions(self, blobs: Iterable[RetrainingBlob]) -> dict[tuple[str, str, str], Suggestion]:
+        """The suggestions the latest trained iteration already made for blobs, by blob key: nothing is decrypted
+        or predicted, and there are none without a project or a trained iteration."""
+        if not self.settings.custom_vision_project_id:
+            return {}
+        try:
+            iteration = self.customvision.latest_trained_iteration()
+        except ProjectNotTrained:
+            return {}
+        cached = self._suggestion_cache.get().get([b.key for b in blobs], iteration.id)
+        return {key: Suggestion.of(key, iteration.id, found, made_at) for key, (made_at, found) in cached.items()}
+
+    def predictions_made(self, iteration_ids: Iterable[str]) -> int:
+        """Suggestions made with these iterations (the project's) in the last 30 days, kept in the ledger's file:
+        each cost one prediction transaction. With the shared Table Storage ledger, this process's only."""
+        return self._suggestion_cache.get().count(iteration_ids)
 
     def check_connections(self) -> list[ConnectionCheck]:
         """Reach storage, the MM server (bootstrap and login) and Custom Vision; one clear line each."""

@@ -4,6 +4,7 @@ A notebook pages and decides the same way the app does:
 
     pager = Pager(ReviewQuery(BlobFilter(model_names=("people-counter",)), states=(BlobState.NEW,)))
     page = pager.page(curator)          # lists one page, once
+    least_sure = Pager(ReviewQuery(order=ReviewOrder.UNCERTAINTY))  # lists every match once, orders, pages
     thumbs = curator.previews(page.blobs, cache=PreviewCache())
     outcomes = reject(curator, page.blobs[:3])
 """
@@ -22,6 +23,7 @@ from .customvision import Region
 from .errors import CuratorError
 from .ledger import BlobKey
 from .pipeline import Outcome, PushProgress, PushReport
+from .queue import ReviewOrder, uncertainty_order
 from .state import Action, BlobState, refusal, state_of_record
 
 if TYPE_CHECKING:
@@ -44,17 +46,22 @@ STATES = tuple(
 
 @dataclass(frozen=True)
 class ReviewQuery:
-    """What a gallery shows: a filter on metadata and review states from the ledger (empty: every state)."""
+    """What a gallery shows: a filter on metadata and review states from the ledger (empty: every state), in an
+    order (see `queue.ReviewOrder`)."""
 
     blob_filter: BlobFilter = field(default_factory=BlobFilter)
     states: tuple[str, ...] = ()
+    order: ReviewOrder = ReviewOrder.LISTING
 
 
 class Pager:
     """Pages of a query's blobs with the tokens that start each page seen, so going back lists nothing.
 
-    Only blob records (metadata) are kept, never image bytes. `refresh()` lists the current page again
-    (after a decision changed what matches) and forgets the pages after it.
+    In the container's order (`ReviewOrder.LISTING`) each page is listed on first use. Least sure first
+    (`ReviewOrder.UNCERTAINTY`) lists every matching blob once, orders them with the suggestions already cached
+    (ordering predicts nothing: see `queue.uncertainty_order`) and pages through that order. Only blob records
+    (metadata) are kept, never image bytes. `refresh()` lists the current page again (after a decision changed
+    what matches) and forgets the pages after it; least sure first lists and orders everything again.
     """
 
     def __init__(self, query: ReviewQuery | None = None, *, page_size: int = 48) -> None:
@@ -63,6 +70,7 @@ class Pager:
         self.index = 0
         self._starts: list[str | None] = [None]
         self._pages: dict[int, BlobPage] = {}
+        self._ordered: list[RetrainingBlob] | None = None  # every match, least sure first (UNCERTAINTY only)
 
     def __repr__(self) -> str:
         return f"Pager(page {self.index + 1}, {self.query!r})"
@@ -71,14 +79,27 @@ class Pager:
         """The current page, listed on first use only."""
         listed = self._pages.get(self.index)
         if listed is None:
-            listed = curator.blob_page(
-                self.query.blob_filter,
-                states=self.query.states,
-                page_size=self.page_size,
-                continuation=self._starts[self.index],
-            )
+            if self.query.order is ReviewOrder.UNCERTAINTY:
+                listed = self._ordered_page(curator)
+            else:
+                listed = curator.blob_page(
+                    self.query.blob_filter,
+                    states=self.query.states,
+                    page_size=self.page_size,
+                    continuation=self._starts[self.index],
+                )
             self._pages[self.index] = listed
         return listed
+
+    def _ordered_page(self, curator: Curator) -> BlobPage:
+        """The current page of every match, least sure first; its continuation is the offset of the next page."""
+        if self._ordered is None:
+            matching = list(curator.blobs(self.query.blob_filter, states=self.query.states))
+            suggestions = curator.cached_suggestions(matching)
+            self._ordered = uncertainty_order(matching, suggestions, page_size=self.page_size)
+        start = self.index * self.page_size
+        end = start + self.page_size
+        return BlobPage(self._ordered[start:end], str(end) if end < len(self._ordered) else None)
 
     @property
     def number(self) -> int:
@@ -111,6 +132,7 @@ class Pager:
     def refresh(self) -> None:
         del self._starts[self.index + 1 :]
         self._pages.clear()
+        self._ordered = None
 
 
 class Decision(StrEnum):
