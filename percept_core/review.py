@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import reduce
 from typing import TYPE_CHECKING
 
 from .blobs import BlobFilter, BlobPage, RetrainingBlob
@@ -254,12 +255,16 @@ def push_reviewed(
     blobs: Sequence[RetrainingBlob],
     *,
     tags: Sequence[str] = (),
+    frame_tags: Mapping[str, Sequence[str]] | None = None,
     boxes: Mapping[str, Sequence[Box]] | None = None,
     bursts: Iterable[Burst] = (),
     every_frame: bool = False,
     progress: Callable[[PushProgress], None] | None = None,
 ) -> ReviewPush:
     """Push a reviewer's selection, as `push_selected` does, with boxes and bursts.
+
+    `frame_tags` (blob name -> tags) gives a frame tags of its own (a suggestion the reviewer accepted) instead
+    of `tags`; the frames go up in one push per set of tags, each frame with exactly its own.
 
     `boxes` (blob name -> boxes, for an object-detection project) go up with their image; an image
     already in the project gets exactly those boxes instead (no second upload). Of a burst whose
@@ -300,7 +305,15 @@ def push_reviewed(
         to_push.append(blob)
 
     curator.ledger.note_models(((b.key, b.model_name, b.model_version) for b in chosen), actor=curator.actor)
-    result.report = curator.push(to_push, tags=list(tags), regions=regions or None, progress=progress)
+    frame_tags = frame_tags or {}
+    groups: dict[tuple[str, ...], list[RetrainingBlob]] = {}
+    for blob in to_push:
+        groups.setdefault(tuple(frame_tags.get(blob.name, tags)), []).append(blob)
+    reports = [
+        curator.push(group, tags=list(group_tags), regions=regions or None, progress=progress)
+        for group_tags, group in (groups or {tuple(tags): []}).items()
+    ]
+    result.report = reduce(_merged, reports)
     for blob in reboxed:
         try:
             update = save_boxes(curator, blob, boxes[blob.name])
@@ -314,6 +327,20 @@ def push_reviewed(
     if stands_for:
         result.near_duplicates = _mark_near_duplicates(curator, [b for b in chosen if b.key in stands_for], stands_for)
     return result
+
+
+def _merged(first: PushReport, then: PushReport) -> PushReport:
+    """One report of two pushes made one after the other (a selection pushed in groups of tags)."""
+    return PushReport(
+        outcomes=[*first.outcomes, *then.outcomes],
+        cancelled=first.cancelled or then.cancelled,
+        seconds=first.seconds + then.seconds,
+        run_id=first.run_id,
+        calls=first.calls + then.calls,
+        throttled=first.throttled + then.throttled,
+        listing_calls=first.listing_calls + then.listing_calls,
+        reconciled=first.reconciled + then.reconciled,
+    )
 
 
 def _mark_near_duplicates(

@@ -100,6 +100,18 @@ class SuggestionCache:
                     found[key] = (float(row[0]), predictions_from_json(row[1]))
         return found
 
+    def count(self, iteration_ids: Iterable[str]) -> int:
+        """How many suggestions of these iterations are kept (made in the last `keep_seconds`): each cost one
+        prediction transaction."""
+        oldest = self._clock() - self.keep_seconds
+        with self._lock:
+            return sum(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM suggestions WHERE iteration_id=? AND made_at>=?", (iteration_id, oldest)
+                ).fetchone()[0]
+                for iteration_id in dict.fromkeys(iteration_ids)
+            )
+
     def put(self, key: BlobKey, iteration_id: str, predictions: Sequence[Prediction]) -> float:
         """Keep what `iteration_id` predicted for `key`, made now (the time is returned); expired rows go."""
         made_at = self._clock()

@@ -78,12 +78,18 @@ try:
 except CuratorError as exc:
     _results.show_error("The project's state cannot be read", exc)
     st.stop()
-m = st.columns(5)
+m = st.columns(6)
 m[0].metric("Tagged images", f"{state.tagged:,}")
 m[1].metric("Untagged images", f"{state.untagged:,}")
 m[2].metric("Images / quota", f"{state.images:,} / {state.quota:,}" if state.quota else f"{state.images:,}")
 m[3].metric("Tags", len(state.tags))
 m[4].metric("Iterations", len(state.iterations))
+m[5].metric(
+    "Predictions (30 days)",
+    f"{curator.predictions_made(i.id for i in state.iterations):,}",
+    help="Suggestions the project's trained iterations made for frames under review: one prediction transaction "
+    "each, billed as predictions and paced under the key's quota like every call",
+)
 left, right = st.columns(2)
 left.dataframe(
     pd.DataFrame([(t.name, t.type, t.image_count) for t in state.tags], columns=["tag", "type", "images"]),

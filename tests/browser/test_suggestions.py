@@ -82,3 +82,8 @@ def test_a_page_of_suggestions_accepted_and_pushed_lands_with_exactly_those_tags
     }
     expected = {name: {"person" if c == "red" else "product"} for name, c in colours.items() if c != "green"}
     assert pushed == expected
+
+    # Activity counts the predictions made: one a frame of the page, the cache answering every rerun since.
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Activity").click()
+    predictions = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text("Predictions (30 days)"))
+    expect(predictions.locator('[data-testid="stMetricValue"]')).to_have_text("6", timeout=SLOW)
