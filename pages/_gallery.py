@@ -21,7 +21,10 @@ from percept_core.review import STATES
 from percept_core.state import BlobState
 from percept_core.suggestions import Suggestion
 
-TILE_COLUMNS = 6
+TILE_COLUMNS = 6  # medium tiles, and the strip of a burst's frames in the larger view
+# Tiles a row for each tile size: about 110, 160 and 250 px wide thumbnails in a 1440 px wide window.
+TILE_SIZES = {"Small": 8, "Medium": TILE_COLUMNS, "Large": 4}
+TILE_SIZE_KEY = "tile_size"
 
 STATE_COLOURS = {
     BlobState.NEW: "blue",
@@ -32,6 +35,24 @@ STATE_COLOURS = {
     BlobState.UNDECRYPTABLE: "orange",
     BlobState.NEAR_DUPLICATE: "violet",
 }
+
+
+def tile_columns() -> int:
+    """Tiles a row at the tile size this session chose (medium until it chooses)."""
+    return TILE_SIZES.get(st.session_state.get(TILE_SIZE_KEY) or "Medium", TILE_COLUMNS)
+
+
+def tile_size_control(session: Session) -> None:
+    """Small, medium or large tiles, remembered for the session (every page of the app, every page of tiles)."""
+    session.kept(TILE_SIZE_KEY, "Medium")
+    st.segmented_control(
+        "Tile size",
+        list(TILE_SIZES),
+        key=TILE_SIZE_KEY,
+        on_change=_auth.guarded(session.keep),
+        args=(TILE_SIZE_KEY,),
+        help="Larger tiles show more of each frame; each thumbnail also opens full screen from its corner",
+    )
 
 
 def tile_key(name: str) -> str:
@@ -116,16 +137,17 @@ def gallery(
     suggestions: _suggest.PageSuggestions | None = None,
     flags: _quality.Flags | None = None,
 ) -> None:
-    """Tiles of TILE_COLUMNS: thumbnail (or why there is none), facts, state, checkbox, larger view.
+    """Tiles of `tile_columns()` a row: thumbnail (or why there is none), facts, state, checkbox, larger view.
 
     A burst of near-duplicates is one tile, its representative's, with the number of frames it stands for;
     `notes` adds a line to a blob's tile (its boxes in progress, say); `suggestions` the model's suggestion for
     the frame, marked as one, with a button that accepts it; `flags` its quality flags, as badges.
     """
     picked = session.selection
-    for row_start in range(0, len(items), TILE_COLUMNS):
-        columns = st.columns(TILE_COLUMNS)
-        for column, item in zip(columns, items[row_start : row_start + TILE_COLUMNS], strict=False):
+    per_row = tile_columns()
+    for row_start in range(0, len(items), per_row):
+        columns = st.columns(per_row)
+        for column, item in zip(columns, items[row_start : row_start + per_row], strict=False):
             blob = item.representative if isinstance(item, Burst) else item
             with column, st.container(border=True, key=tile_key(blob.name)):
                 _tile(

@@ -66,6 +66,7 @@ _TILES_JS = """
 (() => {
   const doc = window.parent.document;
   const win = doc.defaultView;
+  win.__perceptTileColumns = %(columns)d;  // before the guard: the tile size may change, the listener stays
   if (win.__perceptTileKeys) return;
   win.__perceptTileKeys = true;
   const TILE = '[class*="st-key-tile-"]';
@@ -85,7 +86,8 @@ _TILES_JS = """
     if (e.ctrlKey || e.altKey || e.metaKey || e.defaultPrevented) return;
     const boxes = [...doc.querySelectorAll(BOX)];
     const at = boxes.indexOf(doc.activeElement);
-    const step = {j: 1, ArrowRight: 1, k: -1, ArrowLeft: -1, ArrowDown: %(columns)d, ArrowUp: -%(columns)d}[e.key];
+    const row = win.__perceptTileColumns;
+    const step = {j: 1, ArrowRight: 1, k: -1, ArrowLeft: -1, ArrowDown: row, ArrowUp: -row}[e.key];
     if (step !== undefined && boxes.length) {
       e.preventDefault();
       // Focus lost (a dialog closed, the page reran): go on from the tile focused last, if it is on this page.

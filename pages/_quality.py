@@ -40,15 +40,16 @@ def controls(session: Session) -> tuple[bool, list[QualityFlag]]:
         help="Measure each frame of the page for blur, darkness, overexposure and low information (decrypted in "
         "memory again, once a session)",
     )
+    if not enabled:  # no control the reviewer cannot use (a disabled one is also hard to read)
+        return False, []
     only = only_column.multiselect(
         "Show only frames flagged",
         list(QualityFlag),
         format_func=lambda flag: flag.label,
         key=ONLY_KEY,
-        disabled=not enabled,
         placeholder="Any: every frame of the page",
     )
-    return enabled, only if enabled else []
+    return True, only
 
 
 def for_page(curator: Curator, blobs: Sequence[RetrainingBlob], *, max_concurrency: int = 4) -> Flags:

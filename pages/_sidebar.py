@@ -10,7 +10,7 @@ import streamlit as st
 
 from pages import _auth, _keys
 from pages._curator import fingerprint, project_curator
-from pages._gallery import TILE_COLUMNS
+from pages._gallery import tile_columns
 from pages._session import Session
 from pages._text import md
 from percept_core import ConfigError, Curator, CuratorError, Settings
@@ -59,7 +59,7 @@ def sidebar(session: Session) -> None:
         if settings.custom_vision_endpoint and settings.custom_vision_training_key:
             project_picker(session, settings)
         st.caption(f"Reviewer: {md(session.reviewer)}")
-        _keys.install(columns=TILE_COLUMNS)  # here, on every page: see _keys
+        _keys.install(columns=tile_columns())  # here, on every page: see _keys
 
 
 def project_picker(session: Session, settings: Settings) -> None:

@@ -55,7 +55,6 @@ def accept_key(name: str) -> str:
 def controls(session: Session) -> tuple[bool, float]:
     """The toggle that asks the model, and the threshold under which a suggestion is hidden."""
     session.kept(ENABLED_KEY, False)
-    session.kept(THRESHOLD_KEY, DEFAULT_THRESHOLD)
     on_column, threshold_column, _ = st.columns([2, 3, 4], vertical_alignment="center")
     enabled = on_column.toggle(
         "Suggest from the model",
@@ -66,6 +65,8 @@ def controls(session: Session) -> tuple[bool, float]:
         "not added to the project). Each frame is predicted once per iteration; predictions count against the "
         "key's transactions like any call.",
     )
+    if not enabled:  # no control the reviewer cannot use (a disabled one is also hard to read)
+        return False, float(session.kept(THRESHOLD_KEY, DEFAULT_THRESHOLD))
     threshold = threshold_column.slider(
         "Hide suggestions under",
         min_value=0.0,
@@ -74,10 +75,9 @@ def controls(session: Session) -> tuple[bool, float]:
         key=THRESHOLD_KEY,
         on_change=_auth.guarded(session.keep),
         args=(THRESHOLD_KEY,),
-        disabled=not enabled,
         format="%.2f",
     )
-    return enabled, threshold
+    return True, threshold
 
 
 def for_page(curator: Curator, blobs: Sequence[RetrainingBlob]) -> Suggestions:

@@ -2,7 +2,20 @@
 
 import streamlit as st
 
-from pages import _annotate, _auth, _curator, _dialogs, _filters, _gallery, _jobs, _keys, _results
+from pages import (
+    _annotate,
+    _auth,
+    _balance,
+    _curator,
+    _dialogs,
+    _filters,
+    _gallery,
+    _jobs,
+    _keys,
+    _quality,
+    _results,
+    _suggest,
+)
 from pages._session import Note, Session
 from pages._text import md
 from percept_core import CuratorError, TagNameError
@@ -101,15 +114,20 @@ if note := session.take_note(Note.SELECT_ALL):
     st.info(note, icon=":material/select_all:")
 on_page = sum(1 for b in page.blobs if b.name in picked)
 with_boxes = _annotate.boxes_to_push(project.id, picked.items()) if project.is_detection else {}
+accepted_tags = _suggest.accepted_tags(project.id, picked.items())
 st.caption(
     f"{len(picked):,} selected ({on_page} on this page) · push "
     + (f"with tags {md(', '.join(chosen_tags))}" if chosen_tags else "untagged")
     + (f" · {len(with_boxes)} with boxes to push" if with_boxes else "")
+    + (f" · {len(accepted_tags)} with the tags suggested for them" if accepted_tags else "")
+)
+_balance.balance_panel(
+    curator, project, picked.items(), chosen_tags, _suggest.accepted_tags(project.id, picked.items())
 )
 
 session.kept(COLLAPSE_KEY, True)
 session.kept(EVERY_FRAME_KEY, False)
-collapse_column, every_column, about_column = st.columns([2, 2, 5], vertical_alignment="center")
+collapse_column, every_column, size_column, about_column = st.columns([2, 2, 2, 4], vertical_alignment="center")
 collapsed = collapse_column.toggle(
     "Collapse near-duplicates",
     key=COLLAPSE_KEY,
@@ -126,12 +144,38 @@ every_frame = every_column.checkbox(
     help="Off: a burst's tile pushes the frame that stands for it and marks the others near-duplicates "
     "(Restore undoes that). On: every frame of the burst is pushed.",
 )
+with size_column:
+    _gallery.tile_size_control(session)
 more = sum(len(b.others) for b in bursts)
 about_column.caption(
     f"A burst: frames of one model version within {WINDOW_SECONDS:.0f} s whose perceptual hashes differ in at "
     f"most **{distance}** bits (setting `percept_near_duplicate_distance`); its least confident frame stands for "
     f"it. This page: {len(bursts)} burst{'' if len(bursts) == 1 else 's'} ({more} more frames)."
 )
+
+flagging, only_flagged = _quality.controls(session)
+flags = _quality.for_page(curator, page.blobs) if flagging else {}
+if flagging:
+    _quality.reject_flagged_button(curator, pager, page.blobs, flags)
+suggesting, threshold = _suggest.controls(session)
+found = _suggest.for_page(curator, page.blobs) if suggesting else {}
+suggestions = _suggest.PageSuggestions(project, found, threshold) if found else None
+if suggestions is not None:
+    offered = sum(1 for b in page.blobs if suggestions.of(b) is not None)
+    accept_column, count_column = st.columns([2, 7], vertical_alignment="center")
+    accept_column.button(
+        "Accept the page's suggestions",
+        key=_keys.ACCEPT_PAGE,
+        icon=":material/done_all:",
+        disabled=not offered,
+        on_click=_auth.guarded(_suggest.accept),
+        args=(project, page.blobs, found, threshold),
+    )
+    count_column.caption(
+        f"{offered} of {len(page.blobs)} frames have a suggestion at or above {threshold:.2f} "
+        f"(iteration of the project's latest training); accepting picks them with the suggested "
+        + ("boxes." if project.is_detection else "tags.")
+    )
 
 retag_clicked = False
 if not project.is_detection:
@@ -156,6 +200,7 @@ if push and not busy:  # in a thread: clicking on meanwhile does not cut it shor
     _auth.require_reviewer()
     items = picked.items()
     bursts_known = session.known_bursts if collapsed else ()
+    suggested_tags = _suggest.accepted_tags(project.id, items)  # read here: the push runs in a thread of its own
     _jobs.start_session_push(
         session,
         items,
@@ -163,6 +208,7 @@ if push and not busy:  # in a thread: clicking on meanwhile does not cut it shor
             curator,
             items,
             tags=chosen_tags,
+            frame_tags=suggested_tags,
             boxes=with_boxes,
             bursts=bursts_known,
             every_frame=every_frame,
@@ -177,6 +223,7 @@ if pushed := _jobs.finished_session_push(session, "Pushing"):
         result = pushed.result()
         _annotate.after_push(project.id, pushed.items, result)
         failed = result.failed
+        _suggest.after_push(project.id, [b for b in pushed.items if b.name not in {name for name, *_ in failed}])
         noted = [(o.name, str(o.outcome), o.reason) for o in result.outcomes if o.ok and o.reason]
         picked.settle(pushed.items, [(name, reason) for name, _, reason in failed])
         _results.remember_result("Push", outcome_counts(result.outcomes), failed + noted, failed=bool(failed))
@@ -204,9 +251,12 @@ matching = _filters.matching_count(curator, query)
 _filters.pager_controls(pager, len(page.blobs), where="top", matching=matching)
 if not page.blobs:
     st.info("No blob matches these filters on this page.", icon=":material/filter_alt_off:")
-tiles = collapse(page.blobs, bursts) if collapsed else page.blobs
+shown = _quality.shown(page.blobs, flags, only_flagged)
+if only_flagged:
+    st.caption(f"Showing the {len(shown)} of {len(page.blobs)} frames of this page flagged as asked.")
+tiles = collapse(shown, bursts) if collapsed else shown
 notes = {b.name: n for b in page.blobs if (n := _annotate.tile_note(project.id, b))} if project.is_detection else {}
-_gallery.gallery(session, curator, tiles, records, thumbnails, notes=notes)
+_gallery.gallery(session, curator, tiles, records, thumbnails, notes=notes, suggestions=suggestions, flags=flags)
 if len(tiles) > 12:
     _filters.pager_controls(pager, len(page.blobs), where="bottom", matching=matching)
 

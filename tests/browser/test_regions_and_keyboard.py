@@ -274,3 +274,38 @@ def test_arrows_k_space_enter_n_and_p_do_what_the_shortcut_list_says(two_page_ap
     expect(page.locator(f"{TILE} input[type=checkbox]")).to_have_count(48, timeout=SLOW)
     expect(page.get_by_label(picked, exact=True)).to_be_checked(timeout=SLOW)
     expect(page.get_by_text(re.compile(r"^1 selected \(1 on this page\)"))).to_be_visible(timeout=SLOW)
+
+
+def test_the_tile_size_sets_the_tiles_a_row_for_eyes_and_keys_and_stays_for_the_session(two_page_app_server, page):
+    server, names = two_page_app_server
+    open_review(page, server.url)
+
+    def tile_top(index: int) -> float:
+        box = page.locator(f".st-key-tile-{re.sub(r'[^a-zA-Z0-9_-]', '-', names[index])}").bounding_box()
+        assert box is not None
+        return box["y"]
+
+    def tiles_a_row() -> int:
+        drawn(page)
+        first = tile_top(0)
+        return next(i for i in range(1, 12) if tile_top(i) > first + 1)
+
+    assert tiles_a_row() == 6  # medium, until the reviewer chooses
+    page.get_by_text("Large", exact=True).click()
+    expect(page.locator(TILE)).to_have_count(48, timeout=SLOW)
+    page.wait_for_function("() => window.__perceptTileColumns === 4", timeout=SLOW)
+    assert tiles_a_row() == 4
+    page.evaluate("() => document.activeElement.blur()")  # arrows on the size control move between its options
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_label(names[0], exact=True)).to_be_focused(timeout=SLOW)
+    page.keyboard.press("ArrowDown")  # a row down is 4 tiles now
+    expect(page.get_by_label(names[4], exact=True)).to_be_focused(timeout=SLOW)
+
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Activity").click()
+    expect(page.get_by_role("heading", name="Activity", level=1)).to_be_visible(timeout=SLOW)
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Review").click()
+    expect(page.locator(f"{TILE} img").first).to_be_visible(timeout=SLOW)
+    assert tiles_a_row() == 4  # remembered for the session
+    page.get_by_text("Small", exact=True).click()
+    page.wait_for_function("() => window.__perceptTileColumns === 8", timeout=SLOW)
+    assert tiles_a_row() == 8
