@@ -1,8 +1,9 @@
-"""Retraining frames as a pandas DataFrame: metadata, review state, perceptual hashes and bursts.
+"""Retraining frames as a pandas DataFrame: metadata, review state, perceptual hashes, bursts and quality flags.
 
-For notebooks (and any page that wants a table): a view of `bursts`, the app's burst index, with no
-grouping or marking rule of its own. Hashing decrypts in memory only and remembers the hashes, never
-the plaintext, in the ledger: looking at the same blobs again decrypts nothing.
+For notebooks (and any page that wants a table): a view of `bursts`, the app's burst index, and of `quality`,
+with no grouping, marking or flagging rule of its own. Hashing decrypts in memory only and remembers the
+hashes, never the plaintext, in the ledger: looking at the same blobs again decrypts nothing. Quality flags
+are measured in memory and kept nowhere.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .blobs import RetrainingBlob
+from .blobs import RetrainingBlob, is_blob_fault, map_bounded
 from .bursts import WINDOW_SECONDS, find_bursts, hash_blobs, mark_near_duplicates
+from .errors import BlobError, CuratorError
+from .ledger import BlobKey
+from .quality import DEFAULT_THRESHOLDS, QualityFlag, QualityReport, QualityThresholds, assess_quality
 
 if TYPE_CHECKING:
     from .curator import Curator
@@ -87,6 +91,49 @@ def hash_frames(
     return out
 
 
+def quality_frames(
+    curator: Curator,
+    frames: pd.DataFrame,
+    *,
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+    max_concurrency: int = 4,
+) -> pd.DataFrame:
+    """A copy of `frames` with the quality flags of each frame (`quality.assess_quality` under `thresholds`).
+
+    One boolean column per flag, named by its value (`blurred`, `too_dark`, ...), `quality_flags` (the flags'
+    labels joined, "" when none) and `problem`, as in `hash_frames`. Each frame is downloaded and decrypted
+    once, in memory, at most `max_concurrency` at a time; nothing is written anywhere, the ledger included.
+    A frame that cannot be decrypted or is no image gets empty flag values and its reason in `problem`; a
+    service error (storage, MM) is raised after the others are done: run it again.
+    """
+    out = frames.copy()
+    blobs: list[RetrainingBlob] = list(out["blob"])
+
+    def assess(blob: RetrainingBlob) -> QualityReport:
+        return assess_quality(curator.decrypt(blob), thresholds=thresholds, what=f"Blob {blob.name!r}")
+
+    reports: dict[BlobKey, QualityReport] = {}
+    problems: dict[BlobKey, str] = {}
+    failure: CuratorError | None = None
+    for blob, result in map_bounded(assess, dict.fromkeys(blobs), max_concurrency=max_concurrency):
+        if isinstance(result, QualityReport):
+            reports[blob.key] = result
+        elif is_blob_fault(result):
+            problems[blob.key] = f"{result.reason}: {result.message}"
+        elif isinstance(result, BlobError):  # stale or gone: the listing's fault, not the blob's
+            problems[blob.key] = f"{result.reason}: {result.message} Refresh the listing."
+        else:
+            failure = failure or result
+    if failure is not None:
+        raise failure
+    found = [reports.get(b.key) for b in blobs]
+    for flag in QualityFlag:
+        out[flag.value] = pd.array([None if r is None else flag in r.flags for r in found], dtype="boolean")
+    out["quality_flags"] = [None if r is None else ", ".join(r.labels) for r in found]
+    out["problem"] = [problems.get(b.key) for b in blobs]
+    return out
+
+
 def mark_bursts(frames: pd.DataFrame, *, max_distance: int, window_seconds: float = WINDOW_SECONDS) -> pd.DataFrame:
     """A copy of hashed `frames` (see `hash_frames`) with the bursts of near-duplicate frames marked.
 
@@ -119,4 +166,4 @@ def record_near_duplicates(curator: Curator, frames: pd.DataFrame, *, actor: str
     return sum(mark.marked for mark in mark_near_duplicates(curator, pairs, actor=actor))
 
 
-__all__ = ["FRAME_COLUMNS", "hash_frames", "mark_bursts", "record_near_duplicates", "to_dataframe"]
+__all__ = ["FRAME_COLUMNS", "hash_frames", "mark_bursts", "quality_frames", "record_near_duplicates", "to_dataframe"]

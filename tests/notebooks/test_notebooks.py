@@ -11,22 +11,45 @@ import pytest
 from devstack.seed import plan_frames
 from percept_core import Curator, Ledger
 from percept_core.config import _SPECS
+from percept_core.quality import QualityFlag
+from tests.support.trained import train, upload_training_images
 
 from .conftest import NOTEBOOKS, execute_notebook, kernel_environment
 
 EXPLORE = NOTEBOOKS / "01_explore_retraining_data.ipynb"
 CURATE = NOTEBOOKS / "02_curate_and_push.ipynb"
 SECRET_SETTINGS = {name for attr, spec in _SPECS.items() if spec.secret for name in (attr, spec.key)}
+TRAINED_PHOTOS = ("chelsea", "hubble_deep_field", "immunohistochemistry")  # the demo's most frequent photos
 
 
 def secrets_of(stack) -> list[str]:
     return stack.settings().secret_values()
 
 
-def test_explore_lists_plots_shows_thumbnails_and_finds_bursts(stack, demo, tmp_path):
+def project_trained_on_demo_photos(stack, demo) -> tuple[str, dict[str, str]]:
+    """A project trained on the demo's unspoiled frames of TRAINED_PHOTOS, each tagged with its photo's name:
+    its id, and the tag of each frame it was trained on, by blob name."""
+    project_id = stack.new_project("explore")
+    tag_of = {
+        spec.device_name + ".dec": spec.photo
+        for spec in plan_frames(demo.frames)
+        if spec.photo in TRAINED_PHOTOS and spec.degradation is None
+    }
+    curator = Curator(stack.settings())
+    blob_named = {blob.name: blob for blob in curator.blobs()}
+    for photo in TRAINED_PHOTOS:
+        tag = stack.trainer().create_tag(project_id, photo)
+        frames = [curator.decrypt(blob_named[name]) for name, tagged in tag_of.items() if tagged == photo]
+        upload_training_images(stack, project_id, frames, tag_ids=[tag.id])
+    train(stack, project_id)
+    return project_id, tag_of
+
+
+def test_explore_lists_plots_shows_thumbnails_finds_bursts_flags_and_suggests(stack, demo, tmp_path):
+    project_id, trained_tag_of = project_trained_on_demo_photos(stack, demo)
     ledger_path = tmp_path / "ledger" / "ledger.sqlite"
     env = kernel_environment(stack, percept_ledger_path=str(ledger_path))
-    run = execute_notebook(EXPLORE, env=env, cwd=tmp_path / "work")
+    run = execute_notebook(EXPLORE, env=env, cwd=tmp_path / "work", parameters={"custom_vision_project_id": project_id})
     summary = run.summary
 
     assert run.kernel_python == sys.executable  # the kernel is this virtual environment's Python
@@ -45,13 +68,34 @@ def test_explore_lists_plots_shows_thumbnails_and_finds_bursts(stack, demo, tmp_
     # the five bad blobs are named, with the state the ledger now gives them
     assert sorted(summary["cannot_decrypt"]) == sorted(demo.bad.values())
     assert summary["states"] == {"new": demo.frames, "cannot decrypt": len(demo.bad)}
+    # quality flags: exactly the frames the demo spoiled, each with the flag it was spoiled to earn
+    assert summary["flagged"] == {name: flag.label for name, flag in demo.degraded.items()}
+    spoiled = list(demo.degraded.values())
+    assert summary["flag_counts"] == {flag.value: spoiled.count(flag) for flag in QualityFlag}
+    # suggestions from the trained model: one for every frame that decrypts, its own tag for a trained frame
+    suggested = summary["suggested"]
+    assert set(suggested) == set(by_name) - set(demo.bad.values())
+    assert {name: suggested[name] for name in trained_tag_of} == trained_tag_of
     # the plots and thumbnails were displayed, from memory: the notebook wrote no file of its own
     assert run.images("plots") == 1 and run.images("grid") == 1 and run.images("burst-strip") == 1
+    assert run.images("quality-grid") == 1
     assert list((tmp_path / "work").iterdir()) == []
     assert not any(secret in run.text() for secret in secrets_of(stack))
     # the hashes are remembered, so the next look decrypts nothing
     records = Ledger(ledger_path).records([b.key for b in listed])
     assert sum(1 for r in records.values() if r.phash) == demo.frames
+
+
+def test_explore_says_why_there_are_no_suggestions_before_the_project_is_trained(stack, demo, tmp_path):
+    project_id = stack.new_project("untrained")
+    env = kernel_environment(stack, percept_ledger_path=str(tmp_path / "ledger.sqlite"))
+    run = execute_notebook(EXPLORE, env=env, cwd=tmp_path / "work", parameters={"custom_vision_project_id": project_id})
+    assert run.summary["suggested"] is None
+    output = "".join(o.get("text", "") for o in run.cell("suggestions").outputs)
+    assert output == (
+        f"No suggestions: Custom Vision project {project_id} has no trained iteration to suggest tags with. "
+        "Train the project first (push tagged images, then Train).\n"
+    )
 
 
 def test_curate_tags_pushes_the_rest_untagged_and_trains(stack, demo, tmp_path):
