@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
+from azure.cognitiveservices.vision.customvision.training.models import Region
 from playwright.sync_api import expect
 
 from tests.browser.conftest import SLOW, TILE, project_images
 from tests.support.frames import upload_frames
 from tests.support.streamlit_server import StreamlitServer
-from tests.support.trained import BLUE, GREEN, RED, frame, train, upload_training_images
+from tests.support.trained import BLUE, BOX, GREEN, RED, frame, train, upload_training_images
 
 pytestmark = pytest.mark.browser
 
@@ -67,7 +68,16 @@ def test_a_page_of_suggestions_accepted_and_pushed_lands_with_exactly_those_tags
             expect(tile.locator("img")).to_have_attribute("alt", re.compile(rf"the model suggests {tag} \d+%$"))
     assert stack.trainer().get_untagged_image_count(project_id) == 0  # quick tests add nothing to the project
 
-    page.get_by_role("button", name="Accept the page's suggestions").click()
+    # One key accepts the focused tile's suggestion, another the page's.
+    page.wait_for_function("() => window.__perceptTileKeys === true && window.__streamlitShortcutsInitialized")
+    first = next(iter(colours))
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_label(first, exact=True)).to_be_focused()
+    page.keyboard.press("s")
+    expect(
+        page.get_by_text(re.compile(r"^1 selected \(1 on this page\) · push untagged · 1 with the tags"))
+    ).to_be_visible()
+    page.keyboard.press("Shift+S")
     expect(
         page.get_by_text(re.compile(r"^5 selected \(5 on this page\) · push untagged · 5 with the tags"))
     ).to_be_visible()
@@ -87,3 +97,47 @@ def test_a_page_of_suggestions_accepted_and_pushed_lands_with_exactly_those_tags
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Activity").click()
     predictions = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text("Predictions (30 days)"))
     expect(predictions.locator('[data-testid="stMetricValue"]')).to_have_text("6", timeout=SLOW)
+
+
+def test_suggested_boxes_accepted_for_the_page_go_up_as_the_frames_regions(stack, page, tmp_path):
+    """An object-detection project trained on 15 red frames (the least it trains on) with one box: the model
+    suggests that box for other red frames; accepted, they become the frames' boxes in progress and go up as their
+    regions."""
+    project_id = stack.new_project("browser suggested boxes", detection=True, tags=("person",))
+    [tag] = stack.trainer().get_tags(project_id)
+    region = Region(tag_id=tag.id, left=BOX[0], top=BOX[1], width=BOX[2], height=BOX[3])
+    upload_training_images(stack, project_id, [frame(RED, s) for s in range(15)], regions=[region])
+    train(stack, project_id)
+    start = datetime(2026, 11, 21, 6, 0, 0)
+    wanted = [f"{40 + i}-{start + timedelta(hours=i):%Y-%m-%d-%H-%M-%S}.jpg.dec" for i in range(2)]
+    container = f"boxes{secrets.token_hex(3)}"
+    names = upload_frames(stack, container, [frame(RED, 700 + i) for i in range(2)], names=wanted)
+    env = stack.environment(
+        mm_telemetry_storage_container=container,
+        custom_vision_project_id=project_id,
+        percept_ledger_path=str(tmp_path / "ledger" / "ledger.sqlite"),
+    )
+    server = StreamlitServer.start(env, workdir=tmp_path / "app")
+    try:
+        page.goto(server.url)
+        expect(page.locator(f"{TILE} img")).to_have_count(2, timeout=60_000)
+        page.get_by_text("Suggest from the model", exact=True).click()
+        expect(page.get_by_text(re.compile(r"Suggested: 1 box: person \d+%$"))).to_have_count(2, timeout=SLOW)
+        page.get_by_role("button", name="Accept the page's suggestions").click()
+        expect(
+            page.get_by_text(re.compile(r"^2 selected \(2 on this page\) · push untagged · 2 with boxes"))
+        ).to_be_visible()
+        page.get_by_role("button", name="Push selected").click()
+        expect(page.get_by_text("Push: 2 pushed")).to_be_visible(timeout=SLOW)
+    finally:
+        server.stop()
+
+    pushed = {
+        image.metadata["source_blob"]: [(r.tag_name, r.left, r.top, r.width, r.height) for r in image.regions or []]
+        for image in project_images(stack, project_id)
+        if image.metadata and "source_blob" in image.metadata
+    }
+    assert set(pushed) == set(names)
+    for regions in pushed.values():
+        [(tag_name, *box)] = regions
+        assert tag_name == "person" and box == pytest.approx(BOX, abs=0.01)
