@@ -20,6 +20,21 @@ from tests.support.trained import BLUE, BOX, GREEN, RED, frame, train, upload_tr
 pytestmark = pytest.mark.browser
 
 
+def app_reviewing(stack, tmp_path, project_id: str, plaintexts: list[bytes]) -> tuple[list[str], StreamlitServer]:
+    """The app on `project_id`, reviewing a container of its own holding these frames an hour apart (no bursts);
+    (the blob names in order, the server)."""
+    start = datetime(2026, 11, 20, 6, 0, 0)
+    wanted = [f"{30 + i}-{start + timedelta(hours=i):%Y-%m-%d-%H-%M-%S}.jpg.dec" for i in range(len(plaintexts))]
+    container = f"suggest{secrets.token_hex(3)}"
+    names = upload_frames(stack, container, plaintexts, names=wanted)
+    env = stack.environment(
+        mm_telemetry_storage_container=container,
+        custom_vision_project_id=project_id,
+        percept_ledger_path=str(tmp_path / "ledger" / "ledger.sqlite"),
+    )
+    return names, StreamlitServer.start(env, workdir=tmp_path / "app")
+
+
 @pytest.fixture
 def trained_app(stack, tmp_path) -> Iterator[tuple[StreamlitServer, str, dict[str, str]]]:
     """The app on a project trained on red frames tagged person and blue ones tagged product, reviewing a container
@@ -31,16 +46,9 @@ def trained_app(stack, tmp_path) -> Iterator[tuple[StreamlitServer, str, dict[st
     train(stack, project_id)
     colours = ["red", "red", "red", "blue", "blue", "green"]
     values = {"red": RED, "blue": BLUE, "green": GREEN}
-    start = datetime(2026, 11, 20, 6, 0, 0)
-    wanted = [f"{30 + i}-{start + timedelta(hours=i):%Y-%m-%d-%H-%M-%S}.jpg.dec" for i in range(len(colours))]
-    container = f"suggest{secrets.token_hex(3)}"
-    names = upload_frames(stack, container, [frame(values[c], 500 + i) for i, c in enumerate(colours)], names=wanted)
-    env = stack.environment(
-        mm_telemetry_storage_container=container,
-        custom_vision_project_id=project_id,
-        percept_ledger_path=str(tmp_path / "ledger" / "ledger.sqlite"),
+    names, server = app_reviewing(
+        stack, tmp_path, project_id, [frame(values[c], 500 + i) for i, c in enumerate(colours)]
     )
-    server = StreamlitServer.start(env, workdir=tmp_path / "app")
     try:
         yield server, project_id, dict(zip(names, colours, strict=True))
     finally:
@@ -108,16 +116,7 @@ def test_suggested_boxes_accepted_for_the_page_go_up_as_the_frames_regions(stack
     region = Region(tag_id=tag.id, left=BOX[0], top=BOX[1], width=BOX[2], height=BOX[3])
     upload_training_images(stack, project_id, [frame(RED, s) for s in range(15)], regions=[region])
     train(stack, project_id)
-    start = datetime(2026, 11, 21, 6, 0, 0)
-    wanted = [f"{40 + i}-{start + timedelta(hours=i):%Y-%m-%d-%H-%M-%S}.jpg.dec" for i in range(2)]
-    container = f"boxes{secrets.token_hex(3)}"
-    names = upload_frames(stack, container, [frame(RED, 700 + i) for i in range(2)], names=wanted)
-    env = stack.environment(
-        mm_telemetry_storage_container=container,
-        custom_vision_project_id=project_id,
-        percept_ledger_path=str(tmp_path / "ledger" / "ledger.sqlite"),
-    )
-    server = StreamlitServer.start(env, workdir=tmp_path / "app")
+    names, server = app_reviewing(stack, tmp_path, project_id, [frame(RED, 700 + i) for i in range(2)])
     try:
         page.goto(server.url)
         expect(page.locator(f"{TILE} img")).to_have_count(2, timeout=60_000)
