@@ -121,9 +121,7 @@ st.caption(
     + (f" · {len(with_boxes)} with boxes to push" if with_boxes else "")
     + (f" · {len(accepted_tags)} with the tags suggested for them" if accepted_tags else "")
 )
-_balance.balance_panel(
-    curator, project, picked.items(), chosen_tags, _suggest.accepted_tags(project.id, picked.items())
-)
+_balance.balance_panel(curator, project, picked.items(), chosen_tags, accepted_tags)
 
 session.kept(COLLAPSE_KEY, True)
 session.kept(EVERY_FRAME_KEY, False)

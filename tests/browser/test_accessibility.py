@@ -61,6 +61,12 @@ def test_every_page_and_state_meets_wcag_2_1_aa(app_server, page, stack, demo, c
     )
     expect(page.locator(TILE).first.locator("img")).to_have_attribute("alt", re.compile(alt))
 
+    # The quality flags' badges and filter, the class balance panel open.
+    page.get_by_text("Flag poor frames", exact=True).click()
+    expect(page.get_by_role("button", name=re.compile(r"^Reject flagged \(\d+\)"))).to_be_visible(timeout=60_000)
+    page.get_by_text("Class balance", exact=True).click()
+    audit.check("Review: quality flags on, class balance open")
+
     # Focus is visible: on the tile the keyboard review moves to, and on the control Tab moves to from there.
     page.keyboard.press("ArrowRight")
     tile = page.locator(TILE).first
