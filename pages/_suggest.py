@@ -19,6 +19,7 @@ from pages._text import md
 from percept_core import Curator, CuratorError, ProjectInfo, RetrainingBlob
 from percept_core.boxes import Box
 from percept_core.customvision import ProjectNotTrained
+from percept_core.state import BlobState
 from percept_core.suggestions import Suggestion
 
 ENABLED_KEY = "suggest_enabled"
@@ -135,9 +136,23 @@ def accept(project: ProjectInfo, blobs: Sequence[RetrainingBlob], suggestions: S
         if project.is_detection:
             boxes = [Box(p.tag_name, p.box.left, p.box.top, p.box.width, p.box.height) for p in predictions if p.box]
             _annotate.accept_boxes(project.id, blob, boxes)
+        elif _one_tag_an_image(project):  # a multiclass project: an image has exactly one tag, the likeliest
+            accepted[(project.id, *blob.key)] = (predictions[0].tag_name,)
         else:
             accepted[(project.id, *blob.key)] = tuple(p.tag_name for p in predictions)
         picked.pick([blob])
+
+
+def _one_tag_an_image(project: ProjectInfo) -> bool:
+    """Custom Vision's Multiclass classification (its default when the type is not given)."""
+    return (project.classification_type or "Multiclass").lower() == "multiclass"
+
+
+def acceptable(
+    blobs: Sequence[RetrainingBlob], states: Mapping[tuple[str, str, str], BlobState]
+) -> list[RetrainingBlob]:
+    """The frames whose suggestion may be accepted: those not in the project (new, or a push that failed)."""
+    return [b for b in blobs if states.get(b.key) in (BlobState.NEW, BlobState.FAILED)]
 
 
 def after_push(project_id: str, blobs: Iterable[RetrainingBlob]) -> None:

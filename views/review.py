@@ -159,7 +159,10 @@ suggesting, threshold = _suggest.controls(session)
 found = _suggest.for_page(curator, page.blobs) if suggesting else {}
 suggestions = _suggest.PageSuggestions(project, found, threshold) if found else None
 if suggestions is not None:
-    offered = sum(1 for b in page.blobs if suggestions.of(b) is not None)
+    open_frames = _suggest.acceptable(
+        page.blobs, {b.key: _gallery.state_of(curator, b, records.get(b.key)) for b in page.blobs}
+    )
+    offered = sum(1 for b in open_frames if suggestions.of(b) is not None)
     accept_column, count_column = st.columns([2, 7], vertical_alignment="center")
     accept_column.button(
         "Accept the page's suggestions",
@@ -167,10 +170,10 @@ if suggestions is not None:
         icon=":material/done_all:",
         disabled=not offered,
         on_click=_auth.guarded(_suggest.accept),
-        args=(project, page.blobs, found, threshold),
+        args=(project, open_frames, found, threshold),
     )
     count_column.caption(
-        f"{offered} of {len(page.blobs)} frames have a suggestion at or above {threshold:.2f} "
+        f"{offered} of {len(open_frames)} frames not in the project have a suggestion at or above {threshold:.2f} "
         f"(iteration of the project's latest training); accepting picks them with the suggested "
         + ("boxes." if project.is_detection else "tags.")
     )

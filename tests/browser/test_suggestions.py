@@ -63,9 +63,9 @@ def test_a_page_of_suggestions_accepted_and_pushed_lands_with_exactly_those_tags
 
     page.get_by_text("Suggest from the model", exact=True).click()
     # Red and blue frames are like the trained ones; the green one is not, and its even odds stay hidden.
-    expect(page.get_by_text(re.compile(r"^5 of 6 frames have a suggestion at or above 0\.60"))).to_be_visible(
-        timeout=SLOW
-    )
+    expect(
+        page.get_by_text(re.compile(r"^5 of 6 frames not in the project have a suggestion at or above 0\.60"))
+    ).to_be_visible(timeout=SLOW)
     for name, colour in colours.items():
         tile = page.locator(f"{TILE}").filter(has=page.get_by_label(name, exact=True))
         if colour == "green":
@@ -92,6 +92,9 @@ def test_a_page_of_suggestions_accepted_and_pushed_lands_with_exactly_those_tags
     expect(page.get_by_text(re.compile(r"Accepted: "))).to_have_count(5)
     page.get_by_role("button", name="Push selected").click()
     expect(page.get_by_text("Push: 5 pushed")).to_be_visible(timeout=SLOW)
+    # What is in the project is no longer offered: only the green frame is left, without a suggestion.
+    expect(page.get_by_text(re.compile(r"^0 of 1 frames not in the project have a suggestion"))).to_be_visible()
+    expect(page.get_by_role("button", name="Accept suggestion")).to_have_count(0)
 
     pushed = {
         image.metadata["source_blob"]: {t.tag_name for t in image.tags or []}
