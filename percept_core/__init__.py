@@ -33,7 +33,7 @@ from .errors import (
 from .ledger import Ledger
 from .locker import KeyServiceClient, Locker, decrypt_bytes, derive_key, encrypt_bytes
 from .pipeline import CancelToken, DryRunReport, Outcome, Provenance, PushReport
-from .suggestions import Suggestion, suggestion_columns
+from .suggestions import Suggestion
 
 __all__ = [
     "ActionRefused",
@@ -77,5 +77,4 @@ __all__ = [
     "decrypt_bytes",
     "derive_key",
     "encrypt_bytes",
-    "suggestion_columns",
 ]

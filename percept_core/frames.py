@@ -18,6 +18,7 @@ from .bursts import WINDOW_SECONDS, find_bursts, hash_blobs, mark_near_duplicate
 from .errors import BlobError, CuratorError
 from .ledger import BlobKey
 from .quality import DEFAULT_THRESHOLDS, QualityFlag, QualityReport, QualityThresholds, assess_quality
+from .suggestions import Suggestion
 
 if TYPE_CHECKING:
     from .curator import Curator
@@ -166,4 +167,30 @@ def record_near_duplicates(curator: Curator, frames: pd.DataFrame, *, actor: str
     return sum(mark.marked for mark in mark_near_duplicates(curator, pairs, actor=actor))
 
 
-__all__ = ["FRAME_COLUMNS", "hash_frames", "mark_bursts", "quality_frames", "record_near_duplicates", "to_dataframe"]
+def suggestion_columns(curator: Curator, frames: pd.DataFrame, *, iteration_id: str | None = None) -> pd.DataFrame:
+    """A copy of a frames table (`frames.to_dataframe`) with the model's suggestion for each frame.
+
+    `suggested_tag` and `suggested_probability` are the most probable tag and its probability,
+    `suggestion_margin` how far it leads the second (small: the model is unsure); all are empty for a frame
+    without a suggestion (it could not be decrypted: see `hash_frames`' `problem`).
+    """
+    out = frames.copy()
+    blobs: list[RetrainingBlob] = list(out["blob"])
+    found = curator.suggestions(blobs, iteration_id=iteration_id)
+    suggestions = [found.get(b.key) for b in blobs]
+    tops = [s.top if isinstance(s, Suggestion) else None for s in suggestions]
+    out["suggested_tag"] = [t.tag_name if t is not None else None for t in tops]
+    out["suggested_probability"] = [t.probability if t is not None else float("nan") for t in tops]
+    out["suggestion_margin"] = [s.margin if isinstance(s, Suggestion) else float("nan") for s in suggestions]
+    return out
+
+
+__all__ = [
+    "FRAME_COLUMNS",
+    "hash_frames",
+    "mark_bursts",
+    "quality_frames",
+    "record_near_duplicates",
+    "suggestion_columns",
+    "to_dataframe",
+]

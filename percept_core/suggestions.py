@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from .blobs import RetrainingBlob, map_bounded
 from .customvision import CustomVisionClient, Prediction
@@ -19,11 +18,6 @@ from .errors import CuratorError
 from .images import prepare_for_upload, thumbnail
 from .ledger import BlobKey
 from .suggestion_cache import SuggestionCache
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from .curator import Curator
 
 # The Prediction API takes images up to 4 MB (QuickTestImage up to 6 MB): a frame under it goes as it would be
 # uploaded, a larger one as a JPEG of at most PREDICTION_SIDE px a side, far under the limit.
@@ -126,28 +120,9 @@ class SuggestionService:
         return results
 
 
-def suggestion_columns(curator: Curator, frames: pd.DataFrame, *, iteration_id: str | None = None) -> pd.DataFrame:
-    """A copy of a frames table (`frames.to_dataframe`) with the model's suggestion for each frame.
-
-    `suggested_tag` and `suggested_probability` are the most probable tag and its probability,
-    `suggestion_margin` how far it leads the second (small: the model is unsure); all are empty for a frame
-    without a suggestion (it could not be decrypted: see `hash_frames`' `problem`).
-    """
-    out = frames.copy()
-    blobs: list[RetrainingBlob] = list(out["blob"])
-    found = curator.suggestions(blobs, iteration_id=iteration_id)
-    suggestions = [found.get(b.key) for b in blobs]
-    tops = [s.top if isinstance(s, Suggestion) else None for s in suggestions]
-    out["suggested_tag"] = [t.tag_name if t is not None else None for t in tops]
-    out["suggested_probability"] = [t.probability if t is not None else float("nan") for t in tops]
-    out["suggestion_margin"] = [s.margin if isinstance(s, Suggestion) else float("nan") for s in suggestions]
-    return out
-
-
 __all__ = [
     "MAX_PREDICTION_BYTES",
     "Suggestion",
     "SuggestionService",
     "prediction_image",
-    "suggestion_columns",
 ]

@@ -10,6 +10,7 @@ from azure.cognitiveservices.vision.customvision.training.models import ImageFil
 
 from percept_core import CancelToken, Outcome
 from percept_core.images import sha256_hex
+from percept_core.pipeline import PushReport
 from tests.support.frames import jpeg, upload_frames
 
 
@@ -167,16 +168,20 @@ def test_cancelling_leaves_the_rest_eligible(stack, project_id, make_curator, co
 def test_two_runs_at_once_push_each_blob_once(stack, project_id, make_curator, container_name):
     upload_frames(stack, container_name, [jpeg(i) for i in range(60, 100)])
     curators = [make_curator(project_id, mm_telemetry_storage_container=container_name) for _ in range(2)]
-    reports = [None, None]
+    reports: list = [None, None]
 
     def run(index: int) -> None:
-        reports[index] = curators[index].push_all_untagged()
+        try:
+            reports[index] = curators[index].push_all_untagged()
+        except Exception as exc:  # what stopped a run is what the test reports, not a None further down
+            reports[index] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
+    assert not [r for r in reports if not isinstance(r, PushReport)], reports
     pushed = [o.name for r in reports for o in r.outcomes if o.outcome in (Outcome.PUSHED, Outcome.DUPLICATE)]
     assert sorted(pushed) == sorted(set(pushed)) and len(pushed) == 40
     images = stack.emulator.images(project_id)
