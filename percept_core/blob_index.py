@@ -22,7 +22,7 @@ import threading
 import time as clock
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -191,12 +191,6 @@ def blob_of(container: str, row: Any) -> RetrainingBlob:
     )
 
 
-def _bound(value: datetime | Any, at: time) -> str:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None).isoformat()
-    return datetime.combine(value, at).isoformat()
-
-
 class SqliteBlobIndex:
     """The index as a table of the ledger's SQLite file (WAL: the app, the CLI and notebooks share it)."""
 
@@ -313,12 +307,12 @@ class SqliteBlobIndex:
         if blob_filter.max_confidence is not None:
             clauses.append("confidence <= ?")
             params.append(blob_filter.max_confidence)
-        if blob_filter.captured_from is not None:
+        if (start := blob_filter.capture_start) is not None:
             clauses.append("captured_at >= ?")
-            params.append(_bound(blob_filter.captured_from, time.min))
-        if blob_filter.captured_to is not None:
+            params.append(start.isoformat())
+        if (end := blob_filter.capture_end) is not None:
             clauses.append("captured_at <= ?")
-            params.append(_bound(blob_filter.captured_to, time.max))
+            params.append(end.isoformat())
         if blob_filter.name_prefix:
             clauses.append("substr(name, 1, ?) = ?")
             params += [len(blob_filter.name_prefix), blob_filter.name_prefix]

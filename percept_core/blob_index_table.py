@@ -91,10 +91,6 @@ def _time_key(moment: datetime | None) -> str:
     return "none" if moment is None else moment.replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
-def _as_datetime(value: datetime | date, at: time) -> datetime:
-    return value.replace(tzinfo=None) if isinstance(value, datetime) else datetime.combine(value, at)
-
-
 @dataclass(frozen=True)
 class _Place:
     """Where a blob's rows are: its filter partition and the keys of its time and confidence rows."""
@@ -131,9 +127,8 @@ class _Partition:
         if self.day is None:
             return False
         first, last = datetime.combine(self.day, time.min), datetime.combine(self.day, time.max)
-        if blob_filter.captured_from is not None and last < _as_datetime(blob_filter.captured_from, time.min):
-            return False
-        return blob_filter.captured_to is None or first <= _as_datetime(blob_filter.captured_to, time.max)
+        start, end = blob_filter.capture_start, blob_filter.capture_end
+        return (start is None or last >= start) and (end is None or first <= end)
 
     def wholly_in(self, blob_filter: BlobFilter) -> bool:
         """Whether every blob of this partition matches the filter (so its counter counts them)."""
@@ -146,9 +141,8 @@ class _Partition:
         if self.day is None:
             return True
         first, last = datetime.combine(self.day, time.min), datetime.combine(self.day, time.max)
-        if blob_filter.captured_from is not None and first < _as_datetime(blob_filter.captured_from, time.min):
-            return False
-        return blob_filter.captured_to is None or last <= _as_datetime(blob_filter.captured_to, time.max)
+        start, end = blob_filter.capture_start, blob_filter.capture_end
+        return (start is None or first >= start) and (end is None or last <= end)
 
 
 class TableBlobIndex:
@@ -522,12 +516,8 @@ class TableBlobIndex:
             low = "c|" + (_confidence_key(low_confidence) if low_confidence is not None else "")
             high = "c|" + (_confidence_key(high_confidence) + "}" if high_confidence is not None else "none")
             return 2, low, high
-        low = "t|" + (_time_key(_as_datetime(blob_filter.captured_from, time.min)) if blob_filter.captured_from else "")
-        high = (
-            "t}"
-            if blob_filter.captured_to is None
-            else "t|" + _time_key(_as_datetime(blob_filter.captured_to, time.max)) + "}"
-        )
+        low = "t|" + (_time_key(blob_filter.capture_start) if blob_filter.capture_start else "")
+        high = "t}" if blob_filter.capture_end is None else "t|" + _time_key(blob_filter.capture_end) + "}"
         return 1, low, high
 
     def blobs(self, blob_filter: BlobFilter | None = None, *, after: str | None = None) -> Iterator[RetrainingBlob]:

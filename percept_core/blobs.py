@@ -166,12 +166,13 @@ class BlobFilter:
             return False
         if self.max_confidence is not None and (blob.confidence is None or blob.confidence > self.max_confidence):
             return False
-        if self.captured_from is not None or self.captured_to is not None:
+        start, end = self.capture_start, self.capture_end
+        if start is not None or end is not None:
             if blob.captured_at is None:
                 return False
-            if self.captured_from is not None and blob.captured_at < _as_datetime(self.captured_from, time.min):
+            if start is not None and blob.captured_at < start:
                 return False
-            if self.captured_to is not None and blob.captured_at > _as_datetime(self.captured_to, time.max):
+            if end is not None and blob.captured_at > end:
                 return False
         if self.name_prefix and not blob.name.startswith(self.name_prefix):
             return False
@@ -180,6 +181,16 @@ class BlobFilter:
     @property
     def is_empty(self) -> bool:
         return self == BlobFilter()
+
+    @property
+    def capture_start(self) -> datetime | None:
+        """The earliest capture time that matches, naive: a date means from its first moment."""
+        return None if self.captured_from is None else _as_datetime(self.captured_from, time.min)
+
+    @property
+    def capture_end(self) -> datetime | None:
+        """The latest capture time that matches, naive: a date means to its last moment."""
+        return None if self.captured_to is None else _as_datetime(self.captured_to, time.max)
 
 
 def _as_datetime(value: datetime | date, at: time) -> datetime:
