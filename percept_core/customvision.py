@@ -45,6 +45,10 @@ from .errors import (
 
 T = TypeVar("T")
 
+# How long the project's latest trained iteration is taken as known: a training finished elsewhere (the portal,
+# another reviewer) is used for suggestions within this many seconds.
+TRAINED_ITERATION_SECONDS = 30.0
+
 # Limits of the Training API (v3.4-preview spec and the Limits and quotas page).
 MAX_IMAGES_PER_BATCH = 64
 MAX_BATCH_BYTES = 24 * 1024 * 1024  # raw bytes per request; base64 makes it ~32 MB, well under ~55 MB failures
@@ -481,6 +485,7 @@ class CustomVisionClient:
         self._sleep = sleep
         self._project: ProjectInfo | None = None
         self._tags: list[TagInfo] | None = None
+        self._latest_trained: tuple[float, IterationInfo] | None = None  # (time.monotonic() read, iteration)
         self._index: ProjectIndex | None = None
         self._index_lock = threading.Lock()
 
@@ -1012,6 +1017,7 @@ class CustomVisionClient:
     # -- training ------------------------------------------------------------------------------------
 
     def train(self) -> IterationInfo:
+        self._latest_trained = None
         try:
             iteration = self._call("train", self._trainer.train_project, self.project_id, train=True)
         except CustomVisionError as exc:
@@ -1036,7 +1042,14 @@ class CustomVisionClient:
         return [i for i in self.iterations() if i.trained]
 
     def latest_trained_iteration(self) -> IterationInfo:
-        """The newest trained iteration (what the portal's quick test uses); ProjectNotTrained when there is none."""
+        """The newest trained iteration (what the portal's quick test uses); ProjectNotTrained when there is none.
+
+        Read again after TRAINED_ITERATION_SECONDS (or once this client trains): the Review page asks on every
+        run while suggestions are on, and each reading is a transaction under the key's quota.
+        """
+        known = self._latest_trained
+        if known is not None and time.monotonic() - known[0] < TRAINED_ITERATION_SECONDS:
+            return known[1]
         trained = self.trained_iterations()
         if not trained:
             raise ProjectNotTrained(
@@ -1045,6 +1058,7 @@ class CustomVisionClient:
                 status=400,
                 hint="Train the project first (push tagged images, then Train).",
             )
+        self._latest_trained = (time.monotonic(), trained[0])
         return trained[0]
 
     def trained_iteration(self, iteration_id: str) -> IterationInfo:

@@ -102,8 +102,10 @@ def test_a_frame_is_predicted_once_per_iteration_even_by_a_new_process(stack, ma
     blobs = list(curator.blobs())
     first = curator.suggestions(blobs)
     counted = predictions_of(stack, colours["project_id"])["transactions"]
+    calls = curator.customvision.stats.calls
 
     again = curator.suggestions(blobs)
+    assert curator.customvision.stats.calls == calls  # no call at all: nor the iteration looked up again
     later = curator_for(make_curator, colours)  # another process: a new Curator on the same ledger file
     from_the_file = later.suggestions(list(later.blobs()))
 
