@@ -12,7 +12,7 @@ import pytest
 from azure.cognitiveservices.vision.customvision.training.models import Region
 from playwright.sync_api import expect
 
-from tests.browser.conftest import SLOW, TILE, project_images
+from tests.browser.conftest import SLOW, TILE, drawn, project_images
 from tests.support.frames import upload_frames
 from tests.support.streamlit_server import StreamlitServer
 from tests.support.trained import BLUE, BOX, GREEN, RED, frame, train, upload_training_images
@@ -90,6 +90,7 @@ def test_a_page_of_suggestions_accepted_and_pushed_lands_with_exactly_those_tags
         page.get_by_text(re.compile(r"^5 selected \(5 on this page\) · push untagged · 5 with the tags"))
     ).to_be_visible()
     expect(page.get_by_text(re.compile(r"Accepted: "))).to_have_count(5)
+    drawn(page)  # the run that drew the caption is over: the button clicked is the one it drew
     page.get_by_role("button", name="Push selected").click()
     expect(page.get_by_text("Push: 5 pushed")).to_be_visible(timeout=SLOW)
     # What is in the project is no longer offered: only the green frame is left, without a suggestion.
@@ -129,6 +130,7 @@ def test_suggested_boxes_accepted_for_the_page_go_up_as_the_frames_regions(stack
         expect(
             page.get_by_text(re.compile(r"^2 selected \(2 on this page\) · push untagged · 2 with boxes"))
         ).to_be_visible()
+        drawn(page)  # the run that drew the caption is over: the button clicked is the one it drew
         page.get_by_role("button", name="Push selected").click()
         expect(page.get_by_text("Push: 2 pushed")).to_be_visible(timeout=SLOW)
     finally:
